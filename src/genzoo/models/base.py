@@ -1,0 +1,85 @@
+"""The one interface every genzoo model implements.
+
+A :class:`GenerativeModel` is a ``torch.nn.Module`` with:
+
+* ``likelihood``: ``"exact"`` (log_prob is log p(x)), ``"bound"`` (a lower bound such as
+  the ELBO / IWAE bound) or ``"none"`` (GANs; log_prob raises).
+* ``loss(batch) -> dict``: ``{"loss": scalar, ...logged extras}``. ``batch`` is the data
+  tensor ``x`` of shape (B, C, H, W) or (B, D) in the data set's value range (or
+  ``(x, y)`` for models with ``uses_labels = True``).
+* ``sample(n, *, generator=None, **opts) -> Tensor``: n samples in data space. Options
+  are keywords listed in ``sample_options``; unknown options raise ConfigError.
+* ``log_prob(x, **opts) -> Tensor``: (B,) in **nats per example**.
+
+Multi-player objectives (GANs) override :meth:`players` to return
+``{name: [parameters]}``; the trainer then keeps one optimiser per player and, each
+step, calls ``loss(batch, player=name)`` for each player in order (``player_steps``
+gives how many updates each player gets per step).
+
+``discrete_likelihood`` tells the metrics whether ``log_prob`` is a probability mass
+(binary pixels, softmax over levels, discretised logistic: bits/dim adds nothing) or a
+density over dequantised continuous data (bits/dim adds the bin volume; see
+:mod:`genzoo.units`).
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, did_you_mean
+
+
+class GenerativeModel(nn.Module):
+    likelihood: ClassVar[str] = "none"
+    #: names of the keyword options ``sample`` accepts
+    sample_options: ClassVar[tuple[str, ...]] = ()
+    #: names of the keyword options ``log_prob`` accepts
+    log_prob_options: ClassVar[tuple[str, ...]] = ()
+    #: True when log_prob is a probability mass over discrete data
+    discrete_likelihood: ClassVar[bool] = False
+    #: True when loss() wants (x, y) instead of x
+    uses_labels: ClassVar[bool] = False
+
+    def loss(self, batch, **kwargs) -> dict[str, torch.Tensor]:  # pragma: no cover - interface
+        raise NotImplementedError(f"{type(self).__name__} does not implement loss()")
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError(f"{type(self).__name__} does not implement sample()")
+
+    def log_prob(self, x: torch.Tensor, **opts) -> torch.Tensor:
+        raise ConfigError(
+            f"{type(self).__name__} has no likelihood (likelihood='{self.likelihood}'); "
+            "use sample-based metrics (fid, kid, pr) instead of nll"
+        )
+
+    # -- multi-player objectives -------------------------------------------------
+    def players(self) -> dict[str, list[nn.Parameter]] | None:
+        """None for a single objective; {name: params} for alternating optimisation."""
+        return None
+
+    def player_steps(self) -> dict[str, int]:
+        """Updates per training step for each player (e.g. {"critic": 5, "generator": 1})."""
+        p = self.players() or {}
+        return {k: 1 for k in p}
+
+    # -- helpers -------------------------------------------------------------------
+    def check_options(self, opts: dict, allowed: tuple[str, ...], what: str = "sample") -> None:
+        """Raise ConfigError naming the unknown option and the valid ones."""
+        for k in opts:
+            if k not in allowed:
+                valid = ", ".join(allowed) if allowed else "(none)"
+                raise ConfigError(
+                    f"unknown {what} option {k!r} for {type(self).__name__}{did_you_mean(k, allowed)}; "
+                    f"valid options: {valid}"
+                )
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
