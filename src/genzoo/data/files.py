@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 from ..errors import DataError
@@ -115,15 +116,24 @@ def find_file(name: str, root: str | os.PathLike | None = None, download: bool =
 
 
 # sha256 of the decompressed IDX content of the four MNIST files (mirror-independent).
-MNIST_IDX_SHA256: dict[str, str] = {}
+# Pinned here rather than computed from the vendored copies: a download only happens when
+# the vendored copy is missing, so it could not serve as the reference then.
+MNIST_IDX_SHA256: dict[str, str] = {
+    "train-images-idx3-ubyte.gz": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte.gz": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte.gz": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
 
 
 def _verify_mnist_content(path: Path, name: str) -> None:
-    want = MNIST_IDX_SHA256.get(name)
-    if want is None:  # computed lazily from the vendored copy
-        want = sha256_of(VENDORED / name, decompress=True)
-        MNIST_IDX_SHA256[name] = want
-    got = sha256_of(path, decompress=True)
+    want = MNIST_IDX_SHA256[name]
+    try:
+        got = sha256_of(path, decompress=True)
+    except (OSError, EOFError, zlib.error) as e:  # not gzip, or a corrupt/truncated stream
+        raise DataError(
+            f"{path} is corrupt (cannot decompress it: {e}); delete it or point --data-root/GENZOO_DATA at a good copy"
+        ) from None
     if got != want:
         raise DataError(
             f"{path} does not hold the standard MNIST IDX content (decompressed sha256 {got[:12]}...); "
@@ -136,24 +146,28 @@ def _download(name: str, group: str, sha: str, urls: list[str], dest_dir: Path) 
     dest = dest_dir / name
     errors = []
     for url in urls:
+        tmp_path = None
         try:
             with urllib.request.urlopen(url, timeout=30) as r, tempfile.NamedTemporaryFile(
                 dir=dest_dir, delete=False, suffix=".part"
             ) as tmp:
+                tmp_path = Path(tmp.name)
                 shutil.copyfileobj(r, tmp)
-            tmp_path = Path(tmp.name)
             if group == "mnist":
                 _verify_mnist_content(tmp_path, name)
             elif sha256_of(tmp_path) != sha:
-                tmp_path.unlink()
                 errors.append(f"{url}: wrong sha256")
                 continue
             os.replace(tmp_path, dest)
+            tmp_path = None
             return dest
         except DataError as e:
             errors.append(f"{url}: {e}")
         except OSError as e:
             errors.append(f"{url}: {getattr(e, 'reason', e)}")
+        finally:  # never leave a partial or rejected download behind
+            if tmp_path is not None:
+                tmp_path.unlink(missing_ok=True)
     raise DataError(
         f"could not download {name} (offline?); tried {len(urls)} mirror(s), last error: {errors[-1] if errors else 'none'}; "
         f"put the file in {dest_dir} or set GENZOO_DATA to a folder holding it"

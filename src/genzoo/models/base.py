@@ -54,6 +54,21 @@ class GenerativeModel(nn.Module):
             "use sample-based metrics (fid, kid, pr) instead of nll"
         )
 
+    def forward(self, batch, **kwargs) -> dict[str, torch.Tensor]:
+        """Same as :meth:`loss`. The trainer calls the model (not ``.loss``) so that
+        DistributedDataParallel and autocast see the call."""
+        return self.loss(batch, **kwargs)
+
+    def check_data(self, spec) -> None:
+        """Raise ConfigError if this model cannot be trained on data described by ``spec``
+        (a :class:`genzoo.data.DataSpec`). The default checks ``self.shape`` if the model has one."""
+        shape = getattr(self, "shape", None)
+        if shape is not None and tuple(shape) != tuple(spec.shape):
+            raise ConfigError(
+                f"{type(self).__name__} was built for shape {tuple(shape)} but data set {spec.name!r} has "
+                f"shape {tuple(spec.shape)}; drop model.shape to take it from the data"
+            )
+
     # -- multi-player objectives -------------------------------------------------
     def players(self) -> dict[str, list[nn.Parameter]] | None:
         """None for a single objective; {name: params} for alternating optimisation."""

@@ -1,0 +1,244 @@
+"""genzoo command line: list | train | sample | eval | demo.
+
+Errors in the user's input (unknown model, key or value, missing data, wrong shapes,
+bad checkpoints) print ONE line ``genzoo: error: ...`` naming the problem and the fix,
+and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, GenzooError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints usage + message otherwise)
+        raise ConfigError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+EPILOG_TRAIN = """\
+examples:
+  genzoo train vae                                   # the packaged recipe configs/vae.yaml
+  genzoo train vae model.arch=conv train.steps=5000  # override any key (YAML values)
+  genzoo train vae_logistic_mnist                    # a named recipe from configs/
+  genzoo train --config my.yaml --run-dir runs/x     # your own recipe
+  genzoo train vae --data ./my_pngs data.image_size=28   # your own images (or .npy/.npz)
+  genzoo train --resume runs/x                       # continue a killed run where it stopped
+  accelerate launch --num_processes 2 -m genzoo.cli train vae   # several processes/GPUs
+
+keys: model.<arg> (see `genzoo list MODEL`), data.<option> (see `genzoo list`), train.<field>
+(steps, batch_size, lr, optimizer, schedule, warmup_steps, grad_clip, ema_decay, precision,
+seed, sample_every, ckpt_every, time_budget, ...), sample.<option>, eval.<field>. A bare key
+(latent_dim=16) is accepted when it exists in exactly one section."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="genzoo", description="Deep generative models on one interface: train, sample, evaluate.")
+    sub = p.add_subparsers(dest="cmd", parser_class=_Parser, metavar="{list,train,sample,eval,demo}")
+
+    q = sub.add_parser("list", help="list models, data sets and recipes (or one model's arguments)")
+    q.add_argument("model", nargs="?", help="show this model's constructor arguments and defaults")
+
+    q = sub.add_parser("train", help="train a model", epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("model", nargs="?", help="model name or recipe name (configs/NAME.yaml)")
+    q.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    q.add_argument("--config", help="YAML recipe file")
+    q.add_argument("--run-dir", help="run folder (default runs/MODEL-DATA-TIMESTAMP)")
+    q.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR (or --run-dir) from its newest checkpoint")
+    q.add_argument("--data", metavar="PATH", help="train on your own data: a folder of PNG/JPEG images or a .npy/.npz array")
+    q.add_argument("--data-root", metavar="DIR", help="folder holding the data files (default: $GENZOO_DATA, then the copies shipped with genzoo)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    q = sub.add_parser("sample", help="draw samples from a trained run", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="sampling options as key=value, e.g. temperature=0.8 (see `genzoo list MODEL`)")
+    q.add_argument("run_dir")
+    q.add_argument("options", nargs="*", metavar="key=value", help="model.sample options")
+    q.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    q.add_argument("--out", default=None, help="output: .png grid (default RUN_DIR/sample.png), or .npy/.npz array")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
+
+    q = sub.add_parser("eval", help="evaluate a trained run (nll, fid, kid, pr)", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="log_prob options as key=value, e.g. k=1000 for the IWAE bound of a VAE")
+    q.add_argument("run_dir")
+    q.add_argument("options", nargs="*", metavar="key=value", help="model.log_prob options")
+    q.add_argument("--metrics", default=None, help="comma-separated subset of nll,fid,kid,pr (default: the recipe's eval.metrics)")
+    q.add_argument("--split", default=None, help="valid or test (default test)")
+    q.add_argument("--n-samples", type=int, default=None, help="samples for fid/kid/pr (default 10000)")
+    q.add_argument("--limit", type=int, default=None, help="evaluate nll on the first N examples only")
+    q.add_argument("--out", default=None, help="metrics JSON path (default RUN_DIR/metrics.json)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
+    q.add_argument("--no-progress", action="store_true")
+
+    q = sub.add_parser("demo", help="train the demo VAE on MNIST (~3 min on 2 cores) and evaluate it")
+    q.add_argument("--run-dir", default="runs/demo")
+    q.add_argument("overrides", nargs="*", metavar="key=value")
+    return p
+
+
+def _model_or_recipe(name: str) -> dict:
+    from .config import CONFIG_DIR, default_recipe_for, load_recipe
+    from .registry import _REGISTRY, list_models
+
+    models = list_models()
+    if (CONFIG_DIR / f"{name}.yaml").is_file():
+        return load_recipe(name)
+    if name in models:
+        return default_recipe_for(name)
+    from .errors import did_you_mean
+
+    recipes = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
+    raise ConfigError(
+        f"unknown model or recipe {name!r}{did_you_mean(name, list(_REGISTRY) + recipes)}; "
+        f"models: {', '.join(models)}; recipes: {', '.join(recipes)}"
+    )
+
+
+def cmd_list(args) -> int:
+    from .config import CONFIG_DIR, load_recipe
+    from .data import list_datasets
+    from .registry import get_entry, list_models
+
+    if args.model:
+        e = get_entry(args.model)
+        print(f"{e.name}  ({e.family}; likelihood: {e.cls.likelihood})\n  {e.summary}\n  paper: {e.paper}")
+        print("  arguments (model.KEY=VALUE):")
+        for k, v in e.signature_defaults().items():
+            print(f"    {k} = {v!r}")
+        if e.cls.sample_options:
+            print(f"  sample options: {', '.join(e.cls.sample_options)}")
+        if e.cls.log_prob_options:
+            print(f"  log_prob options: {', '.join(e.cls.log_prob_options)}")
+        return 0
+    print("models:")
+    for name, e in list_models().items():
+        print(f"  {name:<16} {e.family:<14} likelihood={e.cls.likelihood:<6} {e.summary}")
+    print("\ndata sets (data.name=...):")
+    for name, info in list_datasets().items():
+        desc = info.get("description", "") if isinstance(info, dict) else getattr(info, "description", "")
+        print(f"  {name:<16} {desc}")
+    print("\nrecipes (genzoo train NAME):")
+    for q in sorted(CONFIG_DIR.glob("*.yaml")):
+        head = q.read_text().splitlines()[0].lstrip("# ").strip() if q.read_text() else ""
+        print(f"  {q.stem:<24} {head}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .config import apply_overrides, load_recipe, parse_overrides, read_run_config_for_resume
+    from .data import infer_dataset_from_path
+    from .train.run import train
+
+    overrides = parse_overrides(args.overrides)
+    run_dir = args.run_dir
+    if args.resume:
+        rd = args.resume if isinstance(args.resume, str) else run_dir
+        if rd is None:
+            raise ConfigError("--resume needs a run folder: `genzoo train --resume RUN_DIR`")
+        if args.model or args.config:
+            raise ConfigError("--resume takes the model and recipe from RUN_DIR/config.yaml; drop the model name / --config")
+        cfg = read_run_config_for_resume(rd, overrides)
+        run_dir = rd
+    else:
+        if args.config:
+            cfg = load_recipe(args.config)
+            if args.model:
+                overrides.insert(0, ("model", args.model))
+        elif args.model:
+            cfg = _model_or_recipe(args.model)
+        else:
+            raise ConfigError("name a model or recipe (`genzoo train vae`) or pass --config FILE; see `genzoo list`")
+        if args.data:
+            name, opts = infer_dataset_from_path(args.data)
+            cfg["data"] = {"name": name, **opts}
+        if args.data_root:
+            cfg.setdefault("data", {})["root"] = args.data_root
+        cfg = apply_overrides(cfg, overrides)
+        if args.no_progress:
+            cfg.setdefault("train", {})["progress"] = False
+    out_dir, summary = train(cfg, Path(run_dir) if run_dir else None, resume=bool(args.resume))
+    print(f"run folder: {out_dir}")
+    print(f"samples:    {summary.get('samples')}")
+    print(f"summary:    {json.dumps({k: summary[k] for k in ('steps', 'train_time_s', 'images_per_s', 'last_losses')})}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+
+    from .config import parse_overrides
+    from .eval.runner import draw_samples
+    from .train.run import load_run
+    from .viz import save_samples
+
+    if args.n <= 0:
+        raise ConfigError(f"--n must be positive, got {args.n}")
+    model, cfg, spec = load_run(args.run_dir, ema=not args.raw)
+    opts = dict(cfg.get("sample") or {})
+    opts.update(dict(parse_overrides(args.options)))
+    model.check_options(opts, model.sample_options)
+    x = draw_samples(model, args.n, seed=args.seed, progress=args.n > 500, **opts)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "sample.png"
+    if out.suffix == ".npy":
+        np.save(out, x.numpy())
+    elif out.suffix == ".npz":
+        np.savez_compressed(out, samples=x.numpy())
+    elif out.suffix == ".png":
+        if spec.kind == "text":
+            raise ConfigError("text samples cannot be a PNG; use --out FILE.npy")
+        save_samples(x, out, spec)
+    else:
+        raise ConfigError(f"--out must end in .png, .npy or .npz, got {out.name!r}")
+    print(f"wrote {args.n} samples ({model.loaded_from['weights']} weights, step {model.loaded_from['step']}) to {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .config import parse_overrides
+    from .eval.runner import evaluate_run
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    res = evaluate_run(args.run_dir, metrics, split=args.split, n_samples=args.n_samples, nll_limit=args.limit,
+                       log_prob_opts=dict(parse_overrides(args.options)), ema=not args.raw, seed=args.seed,
+                       progress=not args.no_progress, out=args.out)
+    print(json.dumps(res, indent=2, default=float))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.run_dir, args.overrides)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if args.cmd is None:
+            parser.print_help()
+            return 2
+        # key=value overrides may come after options (argparse stops a nargs='*' positional at the first option)
+        field = "overrides" if hasattr(args, "overrides") else "options" if hasattr(args, "options") else None
+        bad = [a for a in extra if a.startswith("-") or "=" not in a or field is None]
+        if bad:
+            raise ConfigError(f"genzoo {args.cmd}: unrecognized arguments: {' '.join(bad)} (see `genzoo {args.cmd} --help`)")
+        if extra:
+            setattr(args, field, list(getattr(args, field) or []) + extra)
+        return {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo}[args.cmd](args)
+    except GenzooError as e:
+        print(f"genzoo: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("genzoo: interrupted; a training run continues with `genzoo train --resume RUN_DIR`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

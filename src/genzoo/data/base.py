@@ -1,0 +1,107 @@
+"""The data set protocol the trainer and the metrics consume.
+
+A data set is an in-memory array of raw examples (uint8 pixels, token ids, float
+points) plus a *transform* applied per batch (scaling to [-1, 1], uniform
+dequantisation, dynamic binarisation). Transforms take an explicit ``torch.Generator``,
+so a batch is a pure function of (indices, generator): training is reproducible and a
+killed run resumes bit-for-bit.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator
+
+import torch
+
+Transform = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model and the metrics need to know about a data set.
+
+    Attributes:
+        name: data set name as given to ``load_dataset`` (e.g. "mnist").
+        kind: "image" (B, C, H, W), "vector" (B, D) or "text" (B, T) token ids.
+        shape: per-example shape, e.g. (1, 28, 28), (2,), (256,).
+        value_range: (lo, hi) of continuous values, e.g. (-1.0, 1.0); None if discrete.
+        discrete: None (continuous), "binary" ({0, 1}), "levels" (integer grey levels
+            0..levels-1 as float), or "tokens" (int64 ids < vocab_size).
+        levels: raw quantisation levels (256 for 8-bit images; used by bits/dim).
+        binarization: "static" | "dynamic" | None; every NLL on binary MNIST names it.
+        num_classes: number of label classes, or None.
+        vocab_size: for text, the number of tokens.
+        dequantization: "uniform" | None: how continuous values were made from levels.
+    """
+
+    name: str
+    kind: str
+    shape: tuple
+    value_range: tuple | None = (-1.0, 1.0)
+    discrete: str | None = None
+    levels: int = 256
+    binarization: str | None = None
+    num_classes: int | None = None
+    vocab_size: int | None = None
+    dequantization: str | None = None
+
+    @property
+    def num_dims(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= int(s)
+        return n
+
+    def describe(self) -> str:
+        """Short human description, e.g. 'mnist 1x28x28, static binarisation'."""
+        shape = "x".join(str(s) for s in self.shape)
+        extra = []
+        if self.binarization:
+            extra.append(f"{self.binarization} binarisation")
+        elif self.discrete:
+            extra.append(self.discrete)
+        if self.dequantization:
+            extra.append(f"{self.dequantization} dequantisation")
+        if self.value_range is not None and not self.binarization:
+            extra.append(f"range [{self.value_range[0]:g}, {self.value_range[1]:g}]")
+        return f"{self.name} {shape}" + (", " + ", ".join(extra) if extra else "")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        d["value_range"] = list(self.value_range) if self.value_range is not None else None
+        return d
+
+
+class ArrayDataset:
+    """Raw examples ``data`` (N, ...) with optional ``labels`` (N,) and a per-batch transform."""
+
+    def __init__(self, data: torch.Tensor, labels: torch.Tensor | None, spec: DataSpec, transform: Transform | None = None):
+        if labels is not None and len(labels) != len(data):
+            raise ValueError(f"{len(data)} examples but {len(labels)} labels")
+        self.data = data
+        self.labels = labels
+        self.spec = spec
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+    def get_batch(self, indices: torch.Tensor, generator: torch.Generator | None = None):
+        """Returns (x, y): x transformed, float32 (int64 for tokens), shape (B, *spec.shape); y (B,) or None."""
+        x = self.data[indices]
+        if self.transform is not None:
+            x = self.transform(x, generator)
+        y = self.labels[indices] if self.labels is not None else None
+        return x, y
+
+    def iter_batches(self, batch_size: int, seed: int = 0, limit: int | None = None) -> Iterator[tuple]:
+        """Sequential batches over the set (evaluation); randomness of the transform seeded by ``seed``."""
+        n = len(self) if limit is None else min(limit, len(self))
+        for i, start in enumerate(range(0, n, batch_size)):
+            g = torch.Generator().manual_seed(seed * 1_000_003 + i)
+            yield self.get_batch(torch.arange(start, min(start + batch_size, n)), g)
+
+    def tensor(self, seed: int = 0, limit: int | None = None) -> torch.Tensor:
+        """The whole (transformed) set as one tensor, deterministic given ``seed``."""
+        return torch.cat([x for x, _ in self.iter_batches(4096, seed, limit)])

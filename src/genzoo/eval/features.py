@@ -1,0 +1,336 @@
+"""Feature extractors for the sample-based metrics (FID, KID, precision/recall).
+
+FID (Heusel et al. 2017) and its relatives compare two sets of images through the
+features of a fixed network. The number depends entirely on that network, so every
+genzoo metric names the extractor it used (``extractor.name``) and the protocol is:
+
+* ``"mnist"``: genzoo's shipped MNIST classifier (:class:`MNISTFeatureNet`, trained by
+  ``scripts/train_feature_net.py`` on the 60k training images, grey and binarised,
+  >= 99% test accuracy; metadata in ``assets/mnist_features.json``). Features are its
+  128-dimensional penultimate layer (after BatchNorm and ReLU). Input (B, 1, 28, 28);
+  the extractor maps the data set's value range onto the net's [-1, 1].
+  Default for (1, 28, 28) images. FIDs computed with it are *not* comparable with
+  Inception FIDs in papers; compare models with each other and with the floor
+  (:func:`genzoo.eval.fid_floor`: test set vs training set).
+* ``"inception"``: the Inception-v3 pool3 features (2048-d) of torch-fidelity's
+  ``inception-v3-compat`` extractor, the network of the original TF FID code. Needs
+  ``pip install torch-fidelity`` and its weights (downloaded on first use).
+* ``"raw"``: the flattened data itself (8x8 digits, 2-D toy points, vectors).
+* ``"auto"``: ``"mnist"`` for (1, 28, 28) images, ``"raw"`` otherwise.
+
+An extractor is any object with ``name: str``, ``dim: int | None`` and
+``__call__(x: Tensor) -> Tensor`` returning (B, dim) float64 features on the CPU; it
+batches internally and never builds an autograd graph. Pass your own to any metric.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, DataError, did_you_mean
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+MNIST_WEIGHTS = ASSETS / "mnist_features.safetensors"
+MNIST_METADATA = ASSETS / "mnist_features.json"
+
+EXTRACTORS = ("auto", "mnist", "inception", "raw")
+
+
+class MNISTFeatureNet(nn.Module):
+    """Small CNN classifier for 28x28 grey digits; its penultimate layer gives the features.
+
+    Three 3x3 conv stages (16, 32, 64 channels; BatchNorm, ReLU, 2x2 max-pool:
+    28 -> 14 -> 7 -> 3), a linear layer to ``feature_dim`` (BatchNorm, ReLU) = the
+    features, and a linear classifier to 10 logits. About 99k parameters.
+
+    Input: (B, 1, 28, 28) float in [-1, 1] (MNIST pixel k in 0..255 -> 2k/255 - 1).
+    """
+
+    def __init__(self, widths: tuple[int, int, int] = (16, 32, 64), feature_dim: int = 128, num_classes: int = 10):
+        super().__init__()
+        c1, c2, c3 = widths
+        self.widths = tuple(widths)
+        self.feature_dim = feature_dim
+
+        def stage(cin, cout):
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)
+            )
+
+        self.conv = nn.Sequential(stage(1, c1), stage(c1, c2), stage(c2, c3))
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c3 * 9, feature_dim, bias=False), nn.BatchNorm1d(feature_dim), nn.ReLU())
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 28, 28) in [-1, 1] -> (B, feature_dim) penultimate features."""
+        return self.fc(self.conv(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 28, 28) in [-1, 1] -> (B, 10) class logits."""
+        return self.head(self.features(x))
+
+
+def mnist_feature_metadata() -> dict:
+    """The JSON metadata shipped beside the weights (accuracy, size, training command, sha256)."""
+    if not MNIST_METADATA.exists():
+        raise DataError(f"{MNIST_METADATA} is missing; regenerate it with `python scripts/train_feature_net.py`")
+    return json.loads(MNIST_METADATA.read_text())
+
+
+@functools.lru_cache(maxsize=None)
+def _load_mnist_feature_net_cached(path: str) -> MNISTFeatureNet:
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"MNIST feature network weights not found at {p}; regenerate them with `python scripts/train_feature_net.py`")
+    state = load_file(str(p))
+    widths = (16, 32, 64)
+    feature_dim = 128
+    meta_path = p.with_suffix(".json")
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        widths = tuple(meta.get("widths", widths))
+        feature_dim = int(meta.get("feature_dim", feature_dim))
+    net = MNISTFeatureNet(widths, feature_dim)
+    try:
+        net.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as e:  # wrong keys/shapes
+        raise DataError(f"{p} does not match MNISTFeatureNet{widths}: {str(e).splitlines()[0]}") from None
+    net.eval()
+    for q in net.parameters():
+        q.requires_grad_(False)
+    return net
+
+
+def load_mnist_feature_net(path: str | Path | None = None) -> MNISTFeatureNet:
+    """The shipped MNIST feature network, in eval mode, on the CPU (cached per path).
+
+    Loads ``assets/mnist_features.safetensors`` with ``safetensors.torch.load_file``
+    (never a pickle). The returned module is shared: do not train or move it in place.
+    """
+    return _load_mnist_feature_net_cached(str(Path(path) if path is not None else MNIST_WEIGHTS))
+
+
+@runtime_checkable
+class FeatureExtractor(Protocol):
+    """What the metrics need: a name, a feature dimension and a batched map to features."""
+
+    name: str
+    dim: int | None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # (B, ...) data space -> (B, dim) float64
+        ...
+
+
+def _value_range_of(spec) -> tuple[float, float] | None:
+    """The (lo, hi) range of a DataSpec's values as the feature nets see them."""
+    if spec is None:
+        return None
+    if spec.discrete == "binary":
+        return (0.0, 1.0)
+    if spec.discrete == "levels":
+        return (0.0, float(spec.levels - 1))
+    if spec.discrete == "tokens":
+        raise ConfigError(f"data set {spec.name!r} holds tokens; image feature extractors do not apply (use extractor='raw' or nll)")
+    if spec.value_range is not None:
+        return (float(spec.value_range[0]), float(spec.value_range[1]))
+    return None
+
+
+def _to_unit_interval(x: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
+    """Map data in [lo, hi] to [0, 1], clamping small excursions; gross mismatch -> DataError."""
+    lo, hi = value_range
+    width = hi - lo
+    xf = x.float()
+    mn, mx = float(xf.min()), float(xf.max())
+    if mn < lo - 0.5 * width or mx > hi + 0.5 * width or not torch.isfinite(xf).all():
+        raise DataError(
+            f"inputs span [{mn:g}, {mx:g}] but the declared value range is [{lo:g}, {hi:g}]; "
+            "pass the data set's DataSpec (spec=...) or value_range=(lo, hi) matching the data"
+        )
+    return ((xf - lo) / width).clamp(0.0, 1.0)
+
+
+class _BatchedExtractor:
+    name: str = "base"
+    dim: int | None = None
+    batch_size: int = 500
+
+    def _features(self, xb: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, ...) in data space -> (B, dim) float64 features on the CPU, computed without grad."""
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(x)
+        self._check(x)
+        out = []
+        with torch.no_grad():
+            for start in range(0, x.shape[0], self.batch_size):
+                out.append(self._features(x[start: start + self.batch_size]).detach().to("cpu", torch.float64))
+        if not out:
+            return torch.zeros(0, self.dim or 0, dtype=torch.float64)
+        return torch.cat(out)
+
+    def _check(self, x: torch.Tensor) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"
+
+
+class MNISTExtractor(_BatchedExtractor):
+    """Penultimate features (128-d) of the shipped MNIST classifier.
+
+    Args:
+        value_range: (lo, hi) of the inputs' values: (0, 1) for binary {0, 1} or [0, 1]
+            data, (-1, 1) for genzoo's continuous images (the default). Inputs are mapped
+            linearly to the net's [-1, 1]; values slightly outside are clamped.
+        batch_size: images per forward pass.
+        device: where to run the net (default: CPU).
+    Input: (B, 1, 28, 28) (or (B, 28, 28) / (B, 784), reshaped). Output (B, 128) float64.
+    """
+
+    name = "mnist"
+
+    def __init__(self, value_range: tuple[float, float] = (-1.0, 1.0), batch_size: int = 500, device=None):
+        lo, hi = float(value_range[0]), float(value_range[1])
+        if not hi > lo:
+            raise ConfigError(f"value_range must have hi > lo, got {value_range}")
+        self.value_range = (lo, hi)
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        net = load_mnist_feature_net()
+        self.net = net if self.device.type == "cpu" else MNISTFeatureNet(net.widths, net.feature_dim).to(self.device).eval()
+        if self.device.type != "cpu":
+            self.net.load_state_dict(net.state_dict())
+        self.dim = net.feature_dim
+
+    def _check(self, x: torch.Tensor) -> None:
+        if tuple(x.shape[1:]) not in ((1, 28, 28), (28, 28), (784,)):
+            raise DataError(
+                f"the mnist feature net needs images of shape (B, 1, 28, 28), got {tuple(x.shape)}; "
+                "use extractor='raw' (or 'inception') for other data"
+            )
+
+    def _features(self, xb: torch.Tensor) -> torch.Tensor:
+        xb = xb.reshape(-1, 1, 28, 28).to(self.device)
+        x = 2.0 * _to_unit_interval(xb, self.value_range) - 1.0
+        return self.net.features(x)
+
+
+class RawExtractor(_BatchedExtractor):
+    """The data itself, flattened: (B, ...) -> (B, prod(...)) float64."""
+
+    name = "raw"
+
+    def __init__(self, dim: int | None = None, batch_size: int = 4096):
+        self.dim = dim
+        self.batch_size = int(batch_size)
+
+    def _check(self, x: torch.Tensor) -> None:
+        d = 1
+        for s in x.shape[1:]:
+            d *= int(s)
+        if self.dim is not None and d != self.dim:
+            raise DataError(f"the raw extractor was built for {self.dim}-dimensional data, got shape {tuple(x.shape)}")
+
+    def _features(self, xb: torch.Tensor) -> torch.Tensor:
+        return xb.reshape(xb.shape[0], -1).to(torch.float64)
+
+
+class InceptionExtractor(_BatchedExtractor):
+    """Inception-v3 pool3 features (2048-d) from torch-fidelity's ``inception-v3-compat``.
+
+    Inputs in ``value_range`` are mapped to uint8 0..255 (grey images repeated to 3
+    channels); torch-fidelity resizes to 299x299 itself, like the TF FID reference code.
+    """
+
+    name = "inception"
+
+    def __init__(self, value_range: tuple[float, float] = (-1.0, 1.0), batch_size: int = 100, device=None):
+        try:
+            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        except ImportError:
+            raise ConfigError(
+                "extractor='inception' needs torch-fidelity: `pip install torch-fidelity` "
+                "(its Inception-v3 weights must be downloadable on first use, or already cached); "
+                "use extractor='mnist' or 'raw' offline"
+            ) from None
+        self.value_range = (float(value_range[0]), float(value_range[1]))
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        try:
+            self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).to(self.device).eval()
+        except Exception as e:  # download failure etc.
+            raise ConfigError(f"could not load torch-fidelity's Inception-v3 weights ({type(e).__name__}: {e}); they must be downloadable or cached") from None
+        self.dim = 2048
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] not in (1, 3):
+            raise DataError(f"the inception extractor needs images (B, 1 or 3, H, W), got {tuple(x.shape)}")
+
+    def _features(self, xb: torch.Tensor) -> torch.Tensor:
+        u = (_to_unit_interval(xb, self.value_range) * 255.0).round().to(torch.uint8)
+        if u.shape[1] == 1:
+            u = u.repeat(1, 3, 1, 1)
+        out = self.net(u.to(self.device))
+        f = out[0] if isinstance(out, (tuple, list)) else out
+        return f.reshape(f.shape[0], -1)
+
+
+def get_extractor(
+    name: str | FeatureExtractor = "auto",
+    spec=None,
+    *,
+    shape: tuple | None = None,
+    value_range: tuple[float, float] | None = None,
+    batch_size: int | None = None,
+    device=None,
+) -> FeatureExtractor:
+    """Build a feature extractor by name.
+
+    Args:
+        name: "auto" | "mnist" | "inception" | "raw", or an extractor object (returned as is).
+        spec: the data set's :class:`~genzoo.data.base.DataSpec`; gives the value range
+            (binary {0,1} and [0,1] -> 2x - 1 for the mnist net; [-1,1] as is) and, for
+            "auto", the per-example shape.
+        shape: per-example shape for "auto" when no spec is given (e.g. (1, 28, 28)).
+        value_range: (lo, hi) of the inputs; overrides the spec. Default (-1, 1).
+        batch_size: examples per forward pass (default 500 for mnist, 100 for inception).
+        device: device for the network (default CPU).
+    Returns: an object with ``.name``, ``.dim`` and ``__call__(x) -> (B, dim) float64``.
+    """
+    if not isinstance(name, str):
+        if callable(name) and hasattr(name, "name"):
+            return name
+        raise ConfigError(f"extractor must be one of {', '.join(EXTRACTORS)} or an object with .name, .dim and __call__; got {name!r}")
+    if name not in EXTRACTORS:
+        raise ConfigError(f"unknown feature extractor {name!r}{did_you_mean(name, EXTRACTORS)}; valid: {', '.join(EXTRACTORS)}")
+    if shape is None and spec is not None:
+        shape = tuple(spec.shape)
+    shape = tuple(int(s) for s in shape) if shape is not None else None
+    if name == "auto":
+        if shape is None:
+            raise ConfigError("extractor='auto' needs the data's shape: pass spec=DataSpec or shape=(C, H, W)")
+        name = "mnist" if shape in ((1, 28, 28), (28, 28)) else "raw"
+    vr = tuple(value_range) if value_range is not None else _value_range_of(spec)
+    if name == "raw":
+        dim = None
+        if shape is not None:
+            dim = 1
+            for s in shape:
+                dim *= s
+        return RawExtractor(dim, **({"batch_size": batch_size} if batch_size else {}))
+    if vr is None:
+        vr = (-1.0, 1.0)
+    kw = {"batch_size": batch_size} if batch_size else {}
+    if name == "mnist":
+        return MNISTExtractor(vr, device=device, **kw)
+    return InceptionExtractor(vr, device=device, **kw)

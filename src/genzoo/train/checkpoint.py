@@ -1,0 +1,207 @@
+"""Checkpoints that never lose work and never unpickle.
+
+Layout of a run directory's checkpoints::
+
+    RUN_DIR/checkpoints/step-000500/model.safetensors   model weights
+                                    ema.safetensors     EMA weights (if EMA is on)
+                                    state.safetensors   every other tensor: optimiser moments, RNG states
+                                    state.json          step, config, optimiser hyper-parameters, tensor index
+    RUN_DIR/checkpoints/LATEST                          name of the newest complete checkpoint
+
+A checkpoint is written into a temporary folder, fsync'ed, renamed into place, and only
+then does ``LATEST`` (written to a temp file + ``os.replace``) point at it. A run killed at
+any moment therefore leaves either the previous checkpoint or the new one, never a torn
+one. Loading uses ``safetensors.torch.load_file`` and ``json``: no pickle is ever loaded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError
+
+FORMAT_VERSION = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# -- nested state <-> (json tree, flat tensors) -----------------------------------
+def flatten_state(obj, prefix: str, tensors: dict):
+    """Replace tensors in a nested dict/list by {"__tensor__": key}; collect them in ``tensors``."""
+    if isinstance(obj, torch.Tensor):
+        key = prefix
+        tensors[key] = obj.detach().cpu().contiguous().clone()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_key(k), flatten_state(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        out = [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+        return {"__tuple__": out} if isinstance(obj, tuple) else out
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return {"__float__": repr(obj)}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} at {prefix} in a checkpoint")
+
+
+def _key(k):
+    return {"__int__": k} if isinstance(k, int) else k
+
+
+def _unkey(k):
+    return k["__int__"] if isinstance(k, dict) else k
+
+
+def unflatten_state(obj, tensors: dict):
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            key = obj["__tensor__"]
+            if key not in tensors:
+                raise CheckpointError(f"checkpoint state refers to missing tensor {key!r}; the checkpoint is incomplete")
+            return tensors[key]
+        if "__dict__" in obj:
+            return {_unkey(k): unflatten_state(v, tensors) for k, v in obj["__dict__"]}
+        if "__tuple__" in obj:
+            return tuple(unflatten_state(v, tensors) for v in obj["__tuple__"])
+        if "__float__" in obj:
+            return float(obj["__float__"])
+        return {k: unflatten_state(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [unflatten_state(v, tensors) for v in obj]
+    return obj
+
+
+# -- save / load ---------------------------------------------------------------------
+def _state_tensors(state_dict: dict) -> dict:
+    return {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
+
+
+def save_checkpoint(ckpt_root: Path, step: int, *, model_state: dict, ema_state: dict | None,
+                    extra: dict, keep: int = 1) -> Path:
+    """Write checkpoint ``step`` atomically under ``ckpt_root``; returns its folder.
+
+    ``extra`` is a nested dict (optimiser states, RNG states, counters, config); its tensors
+    go to state.safetensors and the rest to state.json.
+    """
+    ckpt_root = Path(ckpt_root)
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:07d}"
+    final = ckpt_root / name
+    tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=f".{name}."))
+    try:
+        save_file(_state_tensors(model_state), str(tmp / "model.safetensors"))
+        if ema_state is not None:
+            save_file(_state_tensors(ema_state), str(tmp / "ema.safetensors"))
+        tensors: dict = {}
+        tree = flatten_state(extra, "s", tensors)
+        save_file(tensors, str(tmp / "state.safetensors"))
+        meta = {"format": FORMAT_VERSION, "step": step, "has_ema": ema_state is not None, "state": tree}
+        (tmp / "state.json").write_text(json.dumps(meta))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(ckpt_root / "LATEST", name + "\n")
+    # prune old checkpoints (never the one LATEST points to)
+    olds = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir() and p.name != name)
+    for p in olds[: max(0, len(olds) - (keep - 1))]:
+        shutil.rmtree(p, ignore_errors=True)
+    for p in ckpt_root.glob(".step-*"):  # leftovers of killed writes
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """Folder of the newest complete checkpoint of a run, or None if it has none."""
+    root = Path(run_dir) / "checkpoints"
+    ptr = root / "LATEST"
+    if not ptr.is_file():
+        return None
+    name = ptr.read_text().strip()
+    path = root / name
+    if not path.is_dir():
+        raise CheckpointError(f"{ptr} points at {name}, which is missing; the run folder was edited by hand. "
+                              f"Remove {ptr} to start over or restore {path}")
+    return path
+
+
+def _load_tensors(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} is missing; the checkpoint is incomplete (restore it or start a new run)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint file {path} is corrupt ({str(e).splitlines()[0]}); "
+                              "delete the checkpoint folder to fall back to an older one, or start a new run") from e
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint folder: {'step', 'model', 'ema' (or None), 'extra'}. Raises CheckpointError."""
+    path = Path(path)
+    if path.suffix == ".safetensors":  # a bare weights file
+        return {"step": None, "model": _load_tensors(path), "ema": None, "extra": {}}
+    meta_path = path / "state.json"
+    if not meta_path.is_file():
+        raise CheckpointError(f"{path} is not a genzoo checkpoint (no state.json)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{meta_path} is corrupt ({e}); delete the checkpoint folder or start a new run") from e
+    if meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {meta.get('format')}, this genzoo reads {FORMAT_VERSION}")
+    tensors = _load_tensors(path / "state.safetensors")
+    return {
+        "step": meta["step"],
+        "model": _load_tensors(path / "model.safetensors"),
+        "ema": _load_tensors(path / "ema.safetensors") if meta.get("has_ema") else None,
+        "extra": unflatten_state(meta["state"], tensors),
+    }
+
+
+def load_model_state(model: torch.nn.Module, state: dict, where: str) -> None:
+    """load_state_dict with an error that says what does not match, instead of a traceback."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if shape:
+            k = shape[0]
+            parts.append(f"{len(shape)} with other shapes (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+        raise CheckpointError(
+            f"checkpoint {where} does not match this model: " + "; ".join(parts)
+            + ". Use the run's own config.yaml, or start a new run folder"
+        )
+    model.load_state_dict(state)

@@ -1,0 +1,129 @@
+"""From a resolved config to a trained run folder, and back (load a run for sampling/eval).
+
+A run folder holds::
+
+    config.yaml          the resolved config (every default filled in)
+    run.json             the data set's DataSpec, genzoo version, command line
+    metrics.csv, samples.png, samples/, checkpoints/, train_summary.json
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from .. import __version__
+from ..config import dump, resolve, train_config
+from ..errors import CheckpointError, ConfigError, DataError
+from ..registry import build, get_entry
+from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, load_model_state
+
+#: constructor arguments that are taken from the data set when the recipe leaves them out
+DATA_LINKED_ARGS = {"shape": lambda s: list(s.shape), "vocab_size": lambda s: s.vocab_size}
+
+
+def load_data(data_cfg: dict, split: str):
+    from ..data import load_dataset
+
+    opts = {k: v for k, v in data_cfg.items() if k not in ("name", "root")}
+    return load_dataset(data_cfg["name"], split, root=data_cfg.get("root"), **opts)
+
+
+def link_data_args(raw_cfg: dict, spec) -> dict:
+    """Fill model arguments that depend on the data (shape, vocab size) unless the recipe set them."""
+    cfg = dict(raw_cfg)
+    margs = dict(cfg.get("model_args") or {})
+    sig = get_entry(cfg["model"]).signature_defaults()
+    for k, fn in DATA_LINKED_ARGS.items():
+        if k in sig and k not in margs and fn(spec) is not None:
+            margs[k] = fn(spec)
+    cfg["model_args"] = margs
+    return cfg
+
+
+def default_run_dir(cfg: dict) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg['model']}-{cfg['data']['name']}-{stamp}"
+
+
+def prepare(raw_cfg: dict):
+    """Resolve a raw recipe against its data: returns (resolved_cfg, train_data, valid_data, model)."""
+    if "data" not in raw_cfg or not (raw_cfg.get("data") or {}).get("name"):
+        raise ConfigError("the config names no data set; add data.name=mnist (see `genzoo list`)")
+    get_entry(raw_cfg.get("model", ""))  # unknown model -> ConfigError before loading data
+    train_data = load_data(raw_cfg["data"], "train")
+    try:
+        valid_data = load_data(raw_cfg["data"], "valid")
+    except (DataError, ConfigError):
+        valid_data = None
+    cfg = resolve(link_data_args(raw_cfg, train_data.spec))
+    tc = train_config(cfg)
+    torch.manual_seed(tc.seed)  # identical initial weights on every process
+    model = build(cfg["model"], **cfg["model_args"])
+    model.check_data(train_data.spec)
+    return cfg, train_data, valid_data, model
+
+
+def train(raw_cfg: dict, run_dir: Path | None = None, resume: bool = False) -> tuple[Path, dict]:
+    """Train from a raw recipe dict (or resume ``run_dir``). Returns (run_dir, summary)."""
+    from .trainer import Trainer
+
+    cfg, train_data, valid_data, model = prepare(raw_cfg)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    trainer = Trainer(model, train_data, train_config(cfg), run_dir, valid_data=valid_data, sample_opts=cfg["sample"])
+    if trainer.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump(cfg))
+        info = {
+            "genzoo_version": __version__,
+            "data_spec": train_data.spec.to_dict(),
+            "data_description": train_data.spec.describe(),
+            "command": " ".join(sys.argv),
+            "created": _dt.datetime.now().isoformat(timespec="seconds"),
+            "processes": trainer.world,
+        }
+        atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
+    summary = trainer.fit(resume=resume)
+    return run_dir, summary
+
+
+def read_run_config(run_dir: Path) -> dict:
+    p = Path(run_dir) / "config.yaml"
+    if not Path(run_dir).is_dir():
+        raise ConfigError(f"run folder {run_dir} does not exist; give a folder made by `genzoo train`")
+    if not p.is_file():
+        raise ConfigError(f"{run_dir} is not a genzoo run folder (no config.yaml)")
+    return yaml.safe_load(p.read_text())
+
+
+def load_run(run_dir, *, ema: bool = True, device: str | torch.device = "cpu"):
+    """Rebuild the model of a run folder and load its newest checkpoint.
+
+    Returns (model in eval mode, resolved config, DataSpec). ``ema=True`` uses the EMA
+    weights when the run kept them (the raw weights otherwise).
+    """
+    from ..data.base import DataSpec
+
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else None
+    if info is None:
+        raise ConfigError(f"{run_dir} has no run.json; it was not written by `genzoo train`")
+    sd = dict(info["data_spec"])
+    sd["shape"] = tuple(sd["shape"])
+    sd["value_range"] = tuple(sd["value_range"]) if sd["value_range"] is not None else None
+    spec = DataSpec(**sd)
+    model = build(cfg["model"], **cfg["model_args"])
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first (or wait for train.ckpt_every steps)")
+    ck = load_checkpoint(path)
+    state = ck["ema"] if (ema and ck["ema"] is not None) else ck["model"]
+    load_model_state(model, state, str(path))
+    model.to(device).eval()
+    model.loaded_from = {"checkpoint": str(path), "step": ck["step"], "weights": "ema" if (ema and ck["ema"] is not None) else "raw"}
+    return model, cfg, spec

@@ -1,0 +1,390 @@
+"""The one trainer: every genzoo model, on CPU, one GPU or many (Hugging Face Accelerate).
+
+* Single objective: ``model(batch)`` (i.e. ``model.loss``) -> backward -> clip -> step.
+* Multi-player objectives (GANs): ``model.players()`` gives ``{name: params}``; each step,
+  each player in order gets ``model.player_steps()[name]`` updates of its own optimiser
+  on ``model(batch, player=name)["loss"]``.
+* The model is always called through ``forward`` so DistributedDataParallel sees the
+  call and all-reduces gradients (``GenerativeModel.forward`` forwards to ``loss``).
+
+Determinism: a batch is a pure function of (seed, step, rank) and the global torch RNG
+is reseeded from (seed, step, rank) at every step, so a run killed at any point and
+resumed from its last checkpoint reproduces the uninterrupted run exactly, and the RNG
+"state" in a checkpoint is just (seed, step).
+
+Run directory written here: config.yaml (by the caller), metrics.csv, samples/*.png,
+checkpoints/ (see checkpoint.py), train_summary.json; TensorBoard events when the
+``tensorboard`` package is installed.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, DataError, TrainingDiverged
+from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, load_model_state, save_checkpoint
+from .ema import EMA
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed that is a deterministic function of integer ``parts``."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, dtype=np.uint32).astype(np.uint64) @ np.array([1, 1 << 31], dtype=np.uint64)) & ((1 << 63) - 1)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then constant/cosine/linear decay."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "cosine":
+        f = 0.5 * (1.0 + math.cos(math.pi * progress))
+    elif schedule == "linear":
+        f = 1.0 - progress
+    else:  # pragma: no cover - checked by config
+        raise ConfigError(f"unknown schedule {schedule!r}")
+    return min_ratio + (1.0 - min_ratio) * f
+
+
+class BatchSampler:
+    """Indices of step ``step`` for process ``rank`` of ``world``: epochs are seeded permutations."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        if batch_size % world != 0:
+            raise ConfigError(f"train.batch_size={batch_size} must be divisible by the number of processes ({world})")
+        if n < batch_size:
+            raise DataError(f"the training set has {n} examples, fewer than train.batch_size={batch_size}; lower the batch size")
+        self.n, self.batch, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.steps_per_epoch = n // batch_size
+        self._epoch, self._perm = -1, None
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, 0xE90C))
+            self._perm, self._epoch = torch.randperm(self.n, generator=g), epoch
+        return self._perm[i * self.batch:(i + 1) * self.batch][self.rank::self.world]
+
+
+def make_optimizer(name: str, params, lr: float, betas, weight_decay: float) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ConfigError("the model has no trainable parameters")
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=betas[0], weight_decay=weight_decay)
+    raise ConfigError(f"unknown optimizer {name!r}; valid: adam, adamw, sgd")
+
+
+class Trainer:
+    """Train ``model`` on ``train_data`` with settings ``cfg`` (a TrainConfig), writing to ``run_dir``."""
+
+    def __init__(self, model, train_data, cfg, run_dir, *, valid_data=None, sample_opts=None, accelerator=None):
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.train_data, self.valid_data = train_data, valid_data
+        self.spec = train_data.spec
+        self.sample_opts = dict(sample_opts or {})
+        players = model.players()
+        self.player_names = list(players) if players else ["model"]
+        self.multi = players is not None
+        if accelerator is None:
+            from accelerate.state import AcceleratorState, PartialState
+
+            if PartialState._shared_state and not PartialState().use_distributed:
+                # a second Trainer in the same (single) process, e.g. another precision: start afresh
+                AcceleratorState._reset_state(reset_partial_state=True)
+            # without a GPU, Accelerate only forms a multi-process (gloo) group when told cpu=True
+            no_gpu = not torch.cuda.is_available() and os.environ.get("LOCAL_RANK") is not None
+            accelerator = Accelerator(
+                cpu=no_gpu,
+                mixed_precision="bf16" if cfg.precision == "bf16" else "no",
+                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=self.multi)],
+            )
+        self.acc = accelerator
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        self.is_main = self.acc.is_main_process
+        self.raw_model = model
+        param_groups = players if players else {"model": list(model.parameters())}
+        self._opts = {name: make_optimizer(cfg.optimizer, ps, cfg.lr, cfg.betas, cfg.weight_decay) for name, ps in param_groups.items()}
+        prepared = self.acc.prepare(model, *self._opts.values())
+        self.model = prepared[0]
+        self.opts = dict(zip(self._opts, prepared[1:]))
+        self.ema = EMA(self.raw_model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.sampler = BatchSampler(len(train_data), cfg.batch_size, cfg.seed, self.rank, self.world)
+        self.step = 0
+        self.train_time = 0.0
+        self._tb = None
+
+    # -- state ------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "optimizers": {k: o.state_dict() for k, o in self._opts.items()},
+            "train_time_s": self.train_time,
+            "seed": self.cfg.seed,
+            "rng": "reseeded per step from (seed, step, rank)",
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def save(self) -> Path | None:
+        path = None
+        if self.is_main:
+            path = save_checkpoint(
+                self.run_dir / "checkpoints", self.step,
+                model_state=self.raw_model.state_dict(),
+                ema_state=self.ema.state_dict() if self.ema else None,
+                extra=self.state(), keep=self.cfg.keep_checkpoints,
+            )
+        self.acc.wait_for_everyone()
+        return path
+
+    def resume(self) -> bool:
+        """Load the newest checkpoint of run_dir if there is one; True if resumed."""
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        ck = load_checkpoint(path)
+        load_model_state(self.raw_model, ck["model"], str(path))
+        if self.ema is not None:
+            if ck["ema"] is None:
+                raise_ck = f"checkpoint {path} has no EMA weights but train.ema_decay={self.cfg.ema_decay}; set train.ema_decay=0 or start a new run"
+                from ..errors import CheckpointError
+                raise CheckpointError(raise_ck)
+            load_model_state(self.ema.model, ck["ema"], str(path) + " (ema)")
+        extra = ck["extra"]
+        for k, o in self._opts.items():
+            if k not in extra.get("optimizers", {}):
+                from ..errors import CheckpointError
+                raise CheckpointError(f"checkpoint {path} has no optimiser state for {k!r}; it was written by another model")
+            o.load_state_dict(extra["optimizers"][k])
+        self.step = int(ck["step"])
+        self.train_time = float(extra.get("train_time_s", 0.0))
+        return True
+
+    # -- pieces -------------------------------------------------------------------------
+    def _batch(self, step: int, k: int = 0):
+        idx = self.sampler.indices(step) if k == 0 else self._extra_indices(step, k)
+        g = torch.Generator().manual_seed(derive_seed(self.cfg.seed, step, self.rank, k, 0xDA7A))
+        x, y = self.train_data.get_batch(idx, g)
+        x = x.to(self.acc.device, non_blocking=True)
+        if getattr(self.raw_model, "uses_labels", False):
+            return (x, y.to(self.acc.device)) if y is not None else (x, None)
+        return x
+
+    def _extra_indices(self, step: int, k: int):
+        g = torch.Generator().manual_seed(derive_seed(self.cfg.seed, step, k, 0x5EED))
+        idx = torch.randint(0, len(self.train_data), (self.cfg.batch_size,), generator=g)
+        return idx[self.rank::self.world]
+
+    def _set_lr(self, step: int) -> float:
+        f = lr_factor(step, self.cfg.steps, self.cfg.warmup_steps, self.cfg.schedule, self.cfg.min_lr_ratio)
+        for o in self._opts.values():
+            for g in o.param_groups:
+                g["lr"] = self.cfg.lr * f
+        return self.cfg.lr * f
+
+    def _check(self, name: str, value: float, step: int):
+        if not math.isfinite(value) or abs(value) > self.cfg.max_loss:
+            last = latest_checkpoint(self.run_dir)
+            kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+            what = "became " + str(value) if not math.isfinite(value) else f"exploded to {value:.3g} (> train.max_loss={self.cfg.max_loss:g})"
+            raise TrainingDiverged(
+                f"training diverged at step {step}: {name} {what}; {kept}. "
+                "Lower train.lr, set train.grad_clip=1.0 or add train.warmup_steps, then rerun with --resume"
+            )
+
+    def _update(self, name: str, batch) -> dict:
+        opt = self.opts[name]
+        kwargs = {"player": name} if self.multi else {}
+        # zero every gradient, not just this player's: another player's loss may have left
+        # gradients on these parameters, which would leak into this update
+        self.raw_model.zero_grad(set_to_none=True)
+        out = self.model(batch, **kwargs)
+        if not isinstance(out, dict) or "loss" not in out:
+            raise TypeError(f"{type(self.raw_model).__name__}.loss must return a dict with a 'loss' entry")
+        loss = out["loss"]
+        self._check(f"loss[{name}]" if self.multi else "loss", float(loss.detach()), self.step)
+        self.acc.backward(loss)
+        if self.cfg.grad_clip > 0:
+            params = [p for g in self._opts[name].param_groups for p in g["params"]]
+            self.acc.clip_grad_norm_(params, self.cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        prefix = f"{name}/" if self.multi else ""
+        return {prefix + k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        self.raw_model.eval()
+        tot, n = 0.0, 0
+        for i, (x, y) in enumerate(self.valid_data.iter_batches(self.cfg.batch_size, seed=1)):
+            if i >= self.cfg.valid_batches:
+                break
+            x = x.to(self.acc.device)
+            batch = (x, y.to(self.acc.device) if y is not None else None) if getattr(self.raw_model, "uses_labels", False) else x
+            out = self.raw_model.loss(batch, **({"player": self.player_names[-1]} if self.multi else {}))
+            tot += float(out["loss"]) * x.shape[0]
+            n += x.shape[0]
+        self.raw_model.train()
+        return tot / max(n, 1)
+
+    @torch.no_grad()
+    def sample_grid(self, tag: str) -> Path | None:
+        if not self.is_main or self.cfg.num_samples <= 0:
+            return None
+        from ..viz import save_samples
+
+        net = self.ema.model if self.ema is not None else self.raw_model
+        was_training = net.training
+        net.eval()
+        g = torch.Generator(device="cpu").manual_seed(self.cfg.seed)
+        x = net.sample(self.cfg.num_samples, generator=g, **self.sample_opts)
+        net.train(was_training)
+        out_dir = self.run_dir / "samples"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if self.spec.kind == "text" and hasattr(self.train_data, "decode"):
+            text = "\n\n-----\n\n".join(self.train_data.decode(row) for row in x[:8].cpu())
+            path = out_dir / f"{tag}.txt"
+            atomic_write_text(path, text)
+            atomic_write_text(self.run_dir / "samples.txt", text)
+            return path
+        path = save_samples(x.float().cpu(), out_dir / f"{tag}.png", self.spec)
+        save_samples(x.float().cpu(), self.run_dir / "samples.png", self.spec)
+        return path
+
+    def _open_csv(self):
+        path = self.run_dir / "metrics.csv"
+        rows = []
+        if path.is_file() and self.step > 0:  # resumed: drop rows logged after the checkpoint
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r.get("step", 0)) <= self.step]
+        return path, rows
+
+    def _log_row(self, row: dict):
+        if not self.is_main:
+            return
+        self._rows.append(row)
+        fields = []
+        for r in self._rows:
+            for k in r:
+                if k not in fields:
+                    fields.append(k)
+        tmp = self._csv_path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(self._rows)
+        os.replace(tmp, self._csv_path)
+        if self._tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self._tb.add_scalar(k, v, row["step"])
+
+    # -- the loop -----------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        resumed = self.resume() if resume else False
+        if self.is_main:
+            self._csv_path, self._rows = self._open_csv()
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.run_dir / "tb"))
+            except Exception:  # tensorboard not installed
+                self._tb = None
+        self.raw_model.train()
+        steps_per = self.player_steps = self.raw_model.player_steps() if self.multi else {"model": 1}
+        start_step, t_start, t_budget0 = self.step, time.perf_counter(), self.train_time
+        pbar = None
+        if self.is_main and cfg.progress:
+            from tqdm.auto import tqdm
+
+            pbar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {type(self.raw_model).__name__}", dynamic_ncols=True)
+        window_t, window_n, last = time.perf_counter(), 0, {}
+        stop_reason = "steps"
+        while self.step < cfg.steps:
+            step = self.step
+            torch.manual_seed(derive_seed(cfg.seed, step, self.rank, 0x70C4))
+            lr = self._set_lr(step)
+            logs = {}
+            for name in self.player_names:
+                for k in range(steps_per.get(name, 1)):
+                    batch = self._batch(step, k)
+                    logs.update(self._update(name, batch))
+            if self.ema is not None:
+                self.ema.update(self.raw_model, step)
+            self.step += 1
+            window_n += cfg.batch_size
+            last = logs
+            self.train_time = t_budget0 + (time.perf_counter() - t_start)
+            if pbar is not None:
+                pbar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                now = time.perf_counter()
+                ips = window_n / max(now - window_t, 1e-9)
+                window_t, window_n = now, 0
+                row = {"step": self.step, "epoch": self.sampler.epoch_of(step), "time_s": round(self.train_time, 3), "lr": lr, "images_per_s": round(ips, 1)}
+                row.update({k: round(v, 6) for k, v in logs.items()})
+                if self.valid_data is not None and cfg.valid_every and self.step % cfg.valid_every == 0:
+                    row["valid_loss"] = round(self.validate(), 6)
+                self._log_row(row)
+                if pbar is not None:
+                    main = logs.get("loss", next(iter(logs.values())) if logs else float("nan"))
+                    pbar.set_postfix(loss=f"{main:.4g}", img_s=f"{ips:.0f}")
+            if cfg.sample_every and self.step % cfg.sample_every == 0:
+                self.sample_grid(f"step-{self.step:07d}")
+            budget_out = cfg.time_budget > 0 and self.train_time >= cfg.time_budget
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or budget_out:
+                self.save()
+            if budget_out:
+                stop_reason = f"time budget {cfg.time_budget:g}s"
+                break
+        if pbar is not None:
+            pbar.close()
+        if latest_checkpoint(self.run_dir) is None or int(latest_checkpoint(self.run_dir).name.split("-")[1]) != self.step:
+            self.save()
+        grid = self.sample_grid(f"step-{self.step:07d}")
+        summary = {
+            "model": type(self.raw_model).__name__,
+            "steps": self.step,
+            "stopped_by": stop_reason,
+            "resumed": resumed,
+            "train_time_s": round(self.train_time, 2),
+            "images_per_s": round((self.step - start_step) * cfg.batch_size / max(time.perf_counter() - t_start, 1e-9), 1),
+            "last_losses": last,
+            "processes": self.world,
+            "parameters": sum(p.numel() for p in self.raw_model.parameters()),
+            "samples": str(grid) if grid else None,
+        }
+        if self.world > 1:
+            summary["replica_max_abs_diff"] = self.replica_difference()
+        if self.is_main:
+            atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2))
+            if self._tb is not None:
+                self._tb.close()
+        return summary
+
+    @torch.no_grad()
+    def replica_difference(self) -> float:
+        """Max |param_rank - param_rank0| over all parameters and processes (0.0 when in sync)."""
+        flat = torch.cat([p.detach().float().reshape(-1) for p in self.raw_model.parameters()]).to(self.acc.device)
+        allp = self.acc.gather(flat.unsqueeze(0))  # (world, P)
+        return float((allp - allp[0:1]).abs().max())

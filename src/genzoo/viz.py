@@ -1,0 +1,85 @@
+"""Pictures: image grids as PNG (PIL + numpy, no torchvision) and scatter plots of 2-D samples."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def to_uint8_images(x: torch.Tensor, value_range: tuple[float, float] | None) -> np.ndarray:
+    """(B, C, H, W) in ``value_range`` ((0,1) for binary data / probabilities) -> uint8 (B, H, W, C)."""
+    lo, hi = value_range if value_range is not None else (0.0, 1.0)
+    x = x.detach().float().cpu()
+    x = ((x - lo) / (hi - lo)).clamp(0, 1)
+    return (x * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def image_grid(x: torch.Tensor, value_range=None, nrow: int | None = None, pad: int = 2, scale: int = 1) -> np.ndarray:
+    """Tile (B, C, H, W) images into one uint8 array (H', W', C) with ``pad`` pixels of gap."""
+    if x.dim() != 4:
+        raise ValueError(f"image_grid needs (B, C, H, W), got shape {tuple(x.shape)}")
+    imgs = to_uint8_images(x, value_range)
+    b, h, w, c = imgs.shape
+    nrow = nrow or int(math.ceil(math.sqrt(b)))
+    ncol = int(math.ceil(b / nrow))
+    grid = np.full((ncol * (h + pad) + pad, nrow * (w + pad) + pad, c), 64, dtype=np.uint8)
+    for i in range(b):
+        r, q = divmod(i, nrow)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = imgs[i]
+    if scale > 1:
+        grid = grid.repeat(scale, 0).repeat(scale, 1)
+    return grid
+
+
+def save_image_grid(x: torch.Tensor, path, value_range=None, nrow: int | None = None, scale: int | None = None) -> Path:
+    """Save a grid PNG of (B, C, H, W) images; small images are upscaled so the PNG is readable."""
+    from PIL import Image
+
+    if scale is None:
+        scale = max(1, 96 // max(x.shape[-1], 1)) if x.shape[-1] < 32 else 1
+        scale = min(scale, 4)
+    grid = image_grid(x, value_range, nrow=nrow, scale=scale)
+    mode = "L" if grid.shape[2] == 1 else "RGB"
+    img = Image.fromarray(grid[..., 0] if mode == "L" else grid, mode=mode)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    img.save(tmp)
+    tmp.replace(path)
+    return path
+
+
+def save_scatter(x: torch.Tensor, path, reference: torch.Tensor | None = None, title: str = "") -> Path:
+    """Scatter plot of 2-D samples (B, 2) as PNG, with optional reference points in grey."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    if reference is not None:
+        r = reference.detach().cpu().numpy()
+        ax.scatter(r[:, 0], r[:, 1], s=1, c="0.75", label="data")
+    p = x.detach().float().cpu().numpy()
+    ax.scatter(p[:, 0], p[:, 1], s=1, c="C0", label="samples")
+    ax.set_aspect("equal")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def save_samples(x: torch.Tensor, path, spec, nrow: int | None = None) -> Path:
+    """Save samples according to the data kind: image grid (PNG) or 2-D scatter (PNG)."""
+    if spec.kind == "image":
+        vr = spec.value_range if spec.discrete is None else (0.0, 1.0) if spec.discrete == "binary" else (0.0, spec.levels - 1)
+        return save_image_grid(x, path, value_range=vr, nrow=nrow)
+    if spec.kind == "vector" and x.shape[-1] == 2:
+        return save_scatter(x, path)
+    raise ValueError(f"no picture for {spec.kind} data of shape {tuple(x.shape[1:])}")

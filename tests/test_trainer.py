@@ -1,0 +1,186 @@
+"""The one trainer: schedules, EMA warm-up, determinism, resume, alternation, divergence, bf16."""
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from genzoo.config import TrainConfig
+from genzoo.data.base import ArrayDataset, DataSpec
+from genzoo.errors import TrainingDiverged
+from genzoo.models.base import GenerativeModel
+from genzoo.train.checkpoint import latest_checkpoint, load_checkpoint
+from genzoo.train.ema import EMA
+from genzoo.train.run import train
+from genzoo.train.trainer import BatchSampler, Trainer, derive_seed, lr_factor
+
+
+def tiny_vae_cfg(steps=40, **train):
+    t = {"steps": steps, "batch_size": 32, "lr": 3e-3, "log_every": 10, "ckpt_every": 20, "progress": False,
+         "num_samples": 16, "valid_every": 20, "valid_batches": 2}
+    t.update(train)
+    return {
+        "model": "vae",
+        "model_args": {"arch": "mlp", "hidden": 64, "latent_dim": 4, "decoder": "bernoulli"},
+        "data": {"name": "digits", "binarize": "dynamic"},
+        "train": t,
+    }
+
+
+def test_lr_schedule():
+    assert lr_factor(0, 100, 10, "constant", 0.0) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, "constant", 0.0) == pytest.approx(1.0)
+    assert lr_factor(50, 100, 10, "constant", 0.0) == 1.0
+    assert lr_factor(10, 110, 10, "cosine", 0.0) == pytest.approx(1.0)
+    assert lr_factor(60, 110, 10, "cosine", 0.0) == pytest.approx(0.5)
+    assert lr_factor(110, 110, 10, "cosine", 0.1) == pytest.approx(0.1)
+    assert lr_factor(60, 110, 10, "linear", 0.0) == pytest.approx(0.5)
+
+
+def test_ema_warmup_and_update():
+    net = torch.nn.Linear(2, 1)
+    ema = EMA(net, 0.999)
+    assert ema.current_decay(0) == pytest.approx(0.1)
+    assert ema.current_decay(90) == pytest.approx(91 / 100)
+    assert ema.current_decay(10**7) == pytest.approx(0.999)
+    before = ema.model.weight.clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.update(net, 0)  # decay 0.1: ema = 0.1 * old + 0.9 * new
+    assert torch.allclose(ema.model.weight, 0.1 * before + 0.9 * net.weight)
+
+
+def test_seeds_and_sampler_cover_epoch():
+    assert derive_seed(1, 2, 3) == derive_seed(1, 2, 3) != derive_seed(1, 2, 4)
+    s = BatchSampler(100, 20, seed=0)
+    seen = torch.cat([s.indices(i) for i in range(5)])
+    assert sorted(seen.tolist()) == list(range(100))
+    assert not torch.equal(s.indices(0), s.indices(5))  # new permutation next epoch
+    r0, r1 = BatchSampler(100, 20, 0, 0, 2), BatchSampler(100, 20, 0, 1, 2)
+    both = torch.cat([r0.indices(3), r1.indices(3)])
+    assert sorted(both.tolist()) == sorted(s.indices(3).tolist())
+
+
+def test_train_vae_on_digits_writes_run_folder(tmp_path):
+    run, summary = train(tiny_vae_cfg(steps=60, ema_decay=0.99), tmp_path / "run")
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [10, 20, 30, 40, 50, 60]
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"]) - 3.0  # nats per 8x8 image
+    assert rows[1]["valid_loss"] != "" and float(rows[-1]["images_per_s"]) > 0
+    for f in ("config.yaml", "run.json", "samples.png", "train_summary.json"):
+        assert (run / f).is_file(), f
+    ck = load_checkpoint(latest_checkpoint(run))
+    assert ck["step"] == 60 and ck["ema"] is not None
+    assert summary["steps"] == 60 and json.loads((run / "run.json").read_text())["data_spec"]["binarization"] == "dynamic"
+
+
+def _weights(run):
+    return load_checkpoint(latest_checkpoint(run))
+
+
+def test_resume_matches_uninterrupted(tmp_path):
+    full, _ = train(tiny_vae_cfg(steps=40, ema_decay=0.9), tmp_path / "full")
+    part, _ = train(tiny_vae_cfg(steps=20, ema_decay=0.9), tmp_path / "part")
+    train(tiny_vae_cfg(steps=40, ema_decay=0.9), part, resume=True)
+    a, b = _weights(full), _weights(part)
+    assert b["step"] == 40
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+        assert torch.equal(a["ema"][k], b["ema"][k]), k
+    rows = list(csv.DictReader(open(part / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [10, 20, 30, 40]
+
+
+# -- multi-player alternation ------------------------------------------------------------
+class TwoPlayer(GenerativeModel):
+    """gen loss = -q * p (its gradient also reaches q), critic loss = (q - 1)^2."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.tensor(0.0))
+        self.q = torch.nn.Parameter(torch.tensor(5.0))
+        self.calls = []
+
+    def players(self):
+        return {"critic": [self.q], "gen": [self.p]}
+
+    def player_steps(self):
+        return {"critic": 3, "gen": 1}
+
+    def loss(self, batch, player=None):
+        self.calls.append(player)
+        if player == "gen":
+            return {"loss": -self.q * self.p}
+        return {"loss": (self.q - 1.0) ** 2}
+
+    def sample(self, n, generator=None):
+        return torch.zeros(n, 2)
+
+
+def _toy_data(n=64):
+    spec = DataSpec(name="toy", kind="vector", shape=(2,), value_range=None)
+    return ArrayDataset(torch.randn(n, 2), None, spec)
+
+
+def test_players_alternate_with_their_own_optimizers(tmp_path):
+    m = TwoPlayer()
+    cfg = TrainConfig(steps=4, batch_size=8, lr=0.1, optimizer="sgd", betas=(0.0, 0.0), progress=False,
+                      num_samples=0, ckpt_every=100, log_every=1)
+    Trainer(m, _toy_data(), cfg, tmp_path).fit()
+    assert m.calls == (["critic"] * 3 + ["gen"]) * 4
+    # closed form of alternating plain SGD: stale gradients from the gen loss must not reach q
+    p, q = 0.0, 5.0
+    for _ in range(4):
+        for _ in range(3):
+            q -= 0.1 * 2 * (q - 1.0)
+        p += 0.1 * q
+    assert m.q.item() == pytest.approx(q, abs=1e-6)
+    assert m.p.item() == pytest.approx(p, abs=1e-6)
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert "critic/loss" in rows[0] and "gen/loss" in rows[0]
+
+
+# -- divergence --------------------------------------------------------------------------
+class Diverges(GenerativeModel):
+    def __init__(self, at=7):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(1.0))
+        self.at, self.n = at, 0
+
+    def loss(self, batch):
+        self.n += 1
+        bad = float("nan") if self.n >= self.at else 1.0
+        return {"loss": self.w ** 2 * bad}
+
+    def sample(self, n, generator=None):
+        return torch.zeros(n, 2)
+
+
+def test_divergence_stops_with_clear_message_and_keeps_checkpoint(tmp_path):
+    cfg = TrainConfig(steps=50, batch_size=8, progress=False, num_samples=0, ckpt_every=3, log_every=1)
+    with pytest.raises(TrainingDiverged, match=r"step 6: loss became nan.*step-0000006.*train.lr"):
+        Trainer(Diverges(at=7), _toy_data(), cfg, tmp_path).fit()
+    ck = load_checkpoint(latest_checkpoint(tmp_path))
+    assert ck["step"] == 6 and math.isfinite(ck["model"]["w"].item())
+
+
+def test_exploding_loss_detected(tmp_path):
+    class Big(Diverges):
+        def loss(self, batch):
+            return {"loss": self.w * 1e15}
+
+    cfg = TrainConfig(steps=5, batch_size=8, progress=False, num_samples=0, max_loss=1e12)
+    with pytest.raises(TrainingDiverged, match="exploded"):
+        Trainer(Big(), _toy_data(), cfg, tmp_path).fit()
+
+
+def test_bf16_autocast_runs(tmp_path):
+    run, summary = train(tiny_vae_cfg(steps=10, precision="bf16", valid_every=0), tmp_path / "bf16")
+    assert math.isfinite(summary["last_losses"]["loss"])
+
+
+def test_time_budget_stops_and_checkpoints(tmp_path):
+    run, summary = train(tiny_vae_cfg(steps=100000, time_budget=1.0, valid_every=0, log_every=1000), tmp_path / "tb")
+    assert summary["stopped_by"].startswith("time budget") and summary["steps"] < 100000
+    assert load_checkpoint(latest_checkpoint(run))["step"] == summary["steps"]
