@@ -345,3 +345,18 @@ def test_evaluate_nll_limit_options_and_errors():
         evaluate_nll(StandardNormal(), ds, progress=False, temperature=2.0)
     with pytest.raises(ConfigError, match="sample-based metrics"):
         evaluate_nll(NoLikelihood(), ds, progress=False)
+
+
+def test_evaluation_subsets_are_not_a_sorted_prefix():
+    """The static binarised MNIST test file is sorted by class: a `limit` subset must not be its prefix."""
+    from genzoo.data import load_dataset
+    from genzoo.eval.features import load_mnist_feature_net
+
+    test = load_dataset("mnist", "test", binarize="static")
+    net = load_mnist_feature_net()
+    with torch.no_grad():
+        head = net(2 * test.data[:300].float().reshape(-1, 1, 28, 28) - 1).argmax(1)
+        sub = net(2 * test.tensor(limit=300) - 1).argmax(1)
+    assert len(set(head.tolist())) <= 2  # the file really is sorted (this is why)
+    assert len(set(sub.tolist())) == 10
+    assert torch.equal(test.tensor(limit=300), test.tensor(limit=300))  # fixed subset

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--metrics", default=None, help="comma-separated subset of nll,fid,kid,pr (default: the recipe's eval.metrics)")
     q.add_argument("--split", default=None, help="valid or test (default test)")
     q.add_argument("--n-samples", type=int, default=None, help="samples for fid/kid/pr (default 10000)")
-    q.add_argument("--limit", type=int, default=None, help="evaluate nll on the first N examples only")
+    q.add_argument("--limit", type=int, default=None, help="evaluate nll on a fixed random subset of N examples")
     q.add_argument("--out", default=None, help="metrics JSON path (default RUN_DIR/metrics.json)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")

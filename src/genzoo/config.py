@@ -53,7 +53,8 @@ class TrainConfig:
     num_samples: int = 64             # images in a grid
     ckpt_every: int = 500             # checkpoint every N steps (and at the end)
     keep_checkpoints: int = 1         # how many checkpoints to keep on disk
-    time_budget: float = 0.0          # seconds; stop (and checkpoint) when spent; 0 = off
+    time_budget: float = 0.0          # seconds; stop (and checkpoint) when spent; the lr schedule then
+                                      # anneals over whichever ends first, steps or time; 0 = off
     max_loss: float = 1e12            # |loss| above this counts as divergence
     valid_every: int = 0              # validation loss every N steps; 0 = off
     valid_batches: int = 10           # batches per validation pass
@@ -66,7 +67,7 @@ class EvalConfig:
 
     metrics: tuple = ("nll",)         # nll, fid, kid, pr
     split: str = "test"
-    nll_limit: int = 0                # evaluate NLL on the first N examples; 0 = all
+    nll_limit: int = 0                # evaluate NLL on a fixed random subset of N examples; 0 = all
     n_samples: int = 10000            # samples for fid/kid/pr
     log_prob: dict = field(default_factory=dict)   # options for model.log_prob (e.g. {k: 100})
     sample: dict = field(default_factory=dict)     # options for model.sample when drawing for fid/kid/pr

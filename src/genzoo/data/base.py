@@ -95,12 +95,23 @@ class ArrayDataset:
         y = self.labels[indices] if self.labels is not None else None
         return x, y
 
+    def subset_indices(self, limit: int | None = None) -> torch.Tensor:
+        """Indices of an evaluation subset of ``limit`` examples: all of them in order when
+        ``limit`` is None or covers the set, otherwise a FIXED random subset (permutation with
+        seed 0) - never "the first ``limit``": some files are sorted (the static binarised
+        MNIST test set is ordered by digit class), and a prefix would be one class only."""
+        n = len(self)
+        if limit is None or limit >= n:
+            return torch.arange(n)
+        return torch.randperm(n, generator=torch.Generator().manual_seed(0))[: int(limit)].sort().values
+
     def iter_batches(self, batch_size: int, seed: int = 0, limit: int | None = None) -> Iterator[tuple]:
-        """Sequential batches over the set (evaluation); randomness of the transform seeded by ``seed``."""
-        n = len(self) if limit is None else min(limit, len(self))
-        for i, start in enumerate(range(0, n, batch_size)):
+        """Batches over the set (or its fixed random ``limit`` subset, :meth:`subset_indices`)
+        for evaluation; randomness of the transform seeded by ``seed``."""
+        idx = self.subset_indices(limit)
+        for i, start in enumerate(range(0, len(idx), batch_size)):
             g = torch.Generator().manual_seed(seed * 1_000_003 + i)
-            yield self.get_batch(torch.arange(start, min(start + batch_size, n)), g)
+            yield self.get_batch(idx[start: start + batch_size], g)
 
     def tensor(self, seed: int = 0, limit: int | None = None) -> torch.Tensor:
         """The whole (transformed) set as one tensor, deterministic given ``seed``."""

@@ -12,8 +12,11 @@ With ``L = levels`` and ``value_range = (lo, hi)``:
   of ``L`` values that includes both ends (the PixelCNN++ discretised-logistic
   convention). DataSpec: ``discrete=None, dequantization=None, value_range=(lo, hi)``.
 * :class:`UniformDequantize`: ``x = lo + (hi - lo) * (k + u) / L`` with
-  ``u ~ U[0, 1)``; ``x`` always stays inside bin ``k`` (``floor((x - lo) / (hi - lo) * L)
-  == k``, guaranteed in float32). DataSpec: ``dequantization="uniform"``; bits/dim then
+  ``u ~ U[0, 1)``; the float32 ``x`` always stays inside bin ``k``: ``b_k <= x < b_{k+1}``
+  with the float32 edges ``b_k = lo + (hi - lo) * (k / L)``. For (-1, 1) and (0, 1) the edges
+  are exact, so ``floor((x - lo) / (hi - lo) * L) == k`` when evaluated exactly (for
+  (-1, 1): ``floor(128 * x) + 128``); evaluating ``x - lo`` in float32 can round a value
+  just below an edge up onto it. DataSpec: ``dequantization="uniform"``; bits/dim then
   adds ``log2(L / (hi - lo))`` (see :mod:`genzoo.units`).
 * :class:`DynamicBinarize`: ``x ~ Bernoulli(k / (L - 1))``, values {0., 1.}, re-drawn for
   every batch (IWAE / NVAE convention). DataSpec: ``discrete="binary"``,

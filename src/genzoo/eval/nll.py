@@ -42,7 +42,7 @@ def evaluate_nll(model, dataset, *, batch_size: int = 256, limit: int | None = N
             range and the binarisation). Batches come from ``dataset.iter_batches``, so the
             transform's randomness (dequantisation noise, dynamic binarisation) is seeded by ``seed``.
         batch_size: examples per ``log_prob`` call.
-        limit: evaluate only the first ``limit`` examples.
+        limit: evaluate a fixed random subset of ``limit`` examples (``ArrayDataset.subset_indices``).
         seed: seed of the data transform's randomness (and of stochastic log_prob estimates
             that draw from the global torch RNG: it is seeded with ``seed`` inside a
             ``torch.random.fork_rng`` block, so the caller's RNG state is left untouched).

@@ -194,6 +194,10 @@ class Trainer:
         return idx[self.rank::self.world]
 
     def _set_lr(self, step: int) -> float:
+        if self.cfg.time_budget > 0:
+            # a time-budgeted run anneals over whichever ends first, steps or seconds, so the
+            # schedule finishes when the budget does (such a run is not bit-reproducible)
+            step = max(step, int(self.cfg.steps * min(1.0, self.train_time / self.cfg.time_budget)))
         f = lr_factor(step, self.cfg.steps, self.cfg.warmup_steps, self.cfg.schedule, self.cfg.min_lr_ratio)
         for o in self._opts.values():
             for g in o.param_groups:
