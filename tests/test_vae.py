@@ -205,7 +205,9 @@ def test_log_prob_chunks_do_not_change_the_value(arch):
     with torch.no_grad():
         ref = model.log_prob(x, k=37, generator=gen(4))
         for chunk in (1, 5, 36, 37, 1000):
-            torch.testing.assert_close(model.log_prob(x, k=37, chunk=chunk, generator=gen(4)), ref, rtol=0, atol=1e-5)
+            # identical draws; only the decoder's batch size changes (bitwise equal on this CPU,
+            # the tolerance leaves room for BLAS kernels that round differently by batch size)
+            torch.testing.assert_close(model.log_prob(x, k=37, chunk=chunk, generator=gen(4)), ref, rtol=1e-6, atol=1e-5)
         assert not torch.allclose(model.log_prob(x, k=37, generator=gen(5)), ref)
     with pytest.raises(ConfigError, match="k >= 1"):
         model.log_prob(x, k=0)

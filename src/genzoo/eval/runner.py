@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..train.checkpoint import atomic_write_text
 from ..train.run import load_data, load_run
 
@@ -59,7 +59,7 @@ def evaluate_run(run_dir, metrics=None, *, split: str | None = None, n_samples: 
     metrics = list(metrics or ev.get("metrics") or ["nll"])
     for m in metrics:
         if m not in VALID_METRICS:
-            raise ConfigError(f"unknown metric {m!r}; valid metrics: {', '.join(VALID_METRICS)}")
+            raise ConfigError(f"unknown metric {m!r}{did_you_mean(m, VALID_METRICS)}; valid metrics: {', '.join(VALID_METRICS)}")
     split = split or ev.get("split", "test")
     n_samples = int(n_samples or ev.get("n_samples", 10000))
     nll_limit = nll_limit if nll_limit is not None else ev.get("nll_limit", 0)

@@ -89,7 +89,7 @@ def _log1mexp(a: torch.Tensor) -> torch.Tensor:
     the branch torch.where discards must not see a = 0, where its log is -inf with an
     infinite derivative, because 0 * inf = NaN would poison the gradient.
     """
-    near0 = a > -0.01
+    near0 = a > -math.log(2.0)
     a_near = torch.where(near0, a, torch.full_like(a, -1.0))
     a_far = torch.where(near0, torch.full_like(a, -1.0), a)
     return torch.where(near0, torch.log(-torch.expm1(a_near)), torch.log1p(-torch.exp(a_far)))
