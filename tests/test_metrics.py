@@ -338,7 +338,7 @@ def test_evaluate_nll_analytic_and_bits_per_dim_offset(value_range, discrete, mo
 def test_evaluate_nll_limit_options_and_errors():
     ds, data = _normal_dataset((-1.0, 1.0))
     out = evaluate_nll(StandardNormal(), ds, batch_size=32, limit=50, progress=True)
-    x = data[:50].reshape(50, -1).double()
+    x = data[ds.subset_indices(50)].reshape(50, -1).double()  # a fixed random subset, not the prefix
     assert out["num_examples"] == 50
     assert out["nll_nats"] == pytest.approx(float((0.5 * (x**2).sum(1)).mean() + 8 * math.log(2 * math.pi)), rel=1e-12)
     with pytest.raises(ConfigError, match="unknown log_prob option"):
