@@ -729,7 +729,7 @@ def test_user_data_errors(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(DataError, match="broken.png"):
         load_dataset("folder", "full", path=tmp_path)
-    for bad in [np.zeros(10, np.uint8), np.zeros((4, 2, 3, 5, 5), np.uint8), np.zeros((4, 8, 8), np.float32),
+    for bad in [np.zeros(10, np.uint8), np.zeros((4, 2, 3, 5, 5), np.uint8), np.zeros((4, 5, 8, 8), np.float32),
                 np.zeros((4, 5, 8, 8), np.uint8)]:
         f = tmp_path / "bad.npy"
         np.save(f, bad)
@@ -737,6 +737,15 @@ def test_user_data_errors(tmp_path):
             load_dataset("array", "full", path=f)
         msg = str(e.value)
         assert str(tuple(bad.shape)) in msg and "accepted" in msg and "(N, H, W)" in msg
+    # float images: [0, 1] accepted (quantised to k = round(255 x)), anything else refused
+    ok = np.linspace(0, 1, 4 * 8 * 8, dtype=np.float32).reshape(4, 8, 8)
+    np.save(tmp_path / "float01.npy", ok)
+    d = load_dataset("array", "full", path=tmp_path / "float01.npy", value_range="0,1")
+    assert d.spec.shape == (1, 8, 8)
+    assert torch.allclose(d.tensor()[:, 0], torch.from_numpy(np.rint(ok * 255) / 255), atol=1e-6)
+    np.save(tmp_path / "float255.npy", ok * 255)
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        load_dataset("array", "full", path=tmp_path / "float255.npy")
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
     with pytest.raises(DataError, match="pickled"):
         load_dataset("array", "full", path=tmp_path / "obj.npy")

@@ -16,6 +16,8 @@ label array in the same .npz. Accepted:
 
 * uint8 images (N, H, W), (N, C, H, W) or (N, H, W, C) with C in {1, 3}: the same options
   as mnist (``binarize``, ``value_range``, ``dequantize``; see :mod:`genzoo.data.transforms`);
+* float images of the same shapes with values in [0, 1]: quantised to k = round(255 x)
+  and then treated as uint8 images (values outside [0, 1] are refused);
 * float vectors (N, D): used as they are (float32, DataSpec kind "vector", value_range None).
 
 Both use one deterministic split: a fixed permutation (seed 0) of the N examples;
@@ -158,7 +160,8 @@ def read_array(path, key: str | None = None, labels_key: str | None = None) -> t
         raise DataError(f"cannot read {path}: {e}") from None
 
 
-ACCEPTED_SHAPES = "uint8 (N, H, W), (N, C, H, W) or (N, H, W, C) with C in {1, 3}, or float (N, D)"
+ACCEPTED_SHAPES = ("uint8 (or float in [0, 1]) images (N, H, W), (N, C, H, W) or (N, H, W, C) with C in {1, 3}, "
+                   "or float vectors (N, D)")
 
 
 def load_array(split: str = "train", *, path, key: str | None = None, labels_key: str | None = None,
@@ -170,6 +173,16 @@ def load_array(split: str = "train", *, path, key: str | None = None, labels_key
     data are an error rather than silently ignored.
     """
     x, labels = read_array(path, key, labels_key)
+    if np.issubdtype(x.dtype, np.floating) and x.ndim in (3, 4) and x.size:
+        # float images: accepted in [0, 1] (the usual convention), quantised to the 256 levels
+        # k = round(255 x) so that every image option (binarize, dequantize, ranges) applies
+        if not np.isfinite(x).all():
+            raise DataError(f"{path}: the array holds NaN or inf values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise DataError(f"{path}: float images must lie in [0, 1] (got values in [{lo:.3g}, {hi:.3g}]); "
+                            "rescale them, or save uint8 levels 0..255")
+        x = np.rint(x * 255.0).astype(np.uint8)
     if x.dtype == np.uint8 and x.ndim == 3 and min(x.shape) > 0:
         images = x[:, None]
     elif x.dtype == np.uint8 and x.ndim == 4 and x.shape[1] in (1, 3):

@@ -10,7 +10,7 @@ import importlib
 from .base import GenerativeModel  # noqa: F401
 
 #: every family module under genzoo.models; add new families here
-FAMILY_MODULES: list[str] = ["vae"]
+FAMILY_MODULES: list[str] = ["vae", "diffusion"]
 
 
 def load_all() -> None:

@@ -1,0 +1,463 @@
+"""The diffusion / flow-matching model: one class for DDPM, DDIM, score SDEs, EDM and flow matching.
+
+Papers and the equations implemented
+------------------------------------
+Everything is written on the one form x_t = s(t) (x_0 + sigma(t) eps) of Karras et al. 2022
+(see :mod:`.process`); this module only wires the pieces together:
+
+* the process (:func:`~.process.make_process`): "vp" (Ho et al. 2020, DDPM, discrete 1000-step
+  linear betas; ``process_args={"discrete": False}`` for the VP-SDE of Song et al. 2021),
+  "vp-cosine" (Nichol & Dhariwal 2021), "ve" (Song & Ermon 2019 / Song et al. 2021), "edm"
+  (Karras et al. 2022), "flow" (Lipman et al. 2023; Liu et al. 2023, x_t = (1 - t) x_0 + t eps);
+* the network's output parameterisation -> denoiser D(x_t; t) (:func:`~.precond.denoise`):
+  "eps", "x0", "v", "velocity", "edm";
+* the training loss (:func:`~.losses.diffusion_loss`): "simple" (DDPM eq. 14), "edm" (EDM
+  eq. 8), "cfm" (conditional flow matching, Lipman et al. eq. 9 / 22);
+* a sampler (:data:`~.samplers.SAMPLERS`) on a time grid (:func:`~.process.time_grid`);
+* the exact log-likelihood of the probability-flow ODE (:func:`~.likelihood.ode_log_prob`;
+  Song et al. 2021 eq. 13 / appendix D.2, Hutchinson trace as in FFJORD).
+
+Classifier-free guidance (Ho & Salimans 2021, eq. 6, written for the denoiser): with
+``num_classes > 0`` the network sees a class label, replaced during training by the extra
+"no label" index ``num_classes`` with probability ``label_dropout``; at sampling time
+
+    D_w(x; t, y) = D(x; t, null) + w (D(x; t, y) - D(x; t, null)),
+
+so w = 0 is the unconditional model, w = 1 the conditional one, w > 1 guided. (Ho &
+Salimans write eps~ = (1 + w') eps(y) - w' eps(null); their w' is our w - 1. Denoiser and
+eps guidance coincide because x0 = (x_t - std eps) / s is affine in eps.)
+
+Units and conventions
+---------------------
+* Data: images (C, H, W) in ``data_range`` (default [-1, 1]) or vectors (D,); for an exact
+  likelihood the images must be dequantised (``data.dequantize=uniform``): ``log_prob`` is a
+  density over continuous data in nats per example, and bits/dim adds
+  log2(levels / (hi - lo)) (+7 for 8-bit data in [-1, 1]; :mod:`genzoo.units`).
+* ``log_prob`` is the density of the process marginal at t_min (data convolved with
+  N(0, std(t_min)^2): 0.01 for DDPM's t_min = 1/1000, 0.002 for EDM, 1e-3 for flow); it is
+  an estimate (Hutchinson trace, ODE tolerance) of an exact likelihood, ``likelihood="exact"``.
+* Samples of image models are clamped to ``data_range`` (vectors are left as they are).
+* Randomness: training draws (t, eps, label dropout) from the ``generator`` argument of
+  ``loss`` or the global RNG (the trainer seeds it per step); sampling draws the prior, then
+  every sampler noise, from ``generator``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ...errors import ConfigError, DataError, did_you_mean
+from ...nn.time_mlp import TimeMLP
+from ...nn.unet import TIME_EMBEDDINGS, UNet
+from ...registry import register
+from ..base import GenerativeModel
+from .likelihood import ode_log_prob
+from .losses import LOSSES, diffusion_loss
+from .precond import PARAMS, denoise
+from .process import GRID_KINDS, PROCESSES, make_process, time_grid
+from .samplers import SAMPLERS, run_sampler, sampler_options
+
+NETS = ("unet", "mlp")
+#: default time grid per process when ``grid="auto"``
+DEFAULT_GRID = {"edm": "karras", "vp": "uniform", "vp-cosine": "uniform", "ve": "uniform", "flow": "uniform"}
+#: alias accepted for the adaptive probability-flow ODE sampler
+SAMPLER_ALIASES = {"ode": "ode_adaptive"}
+#: options of the sample() call itself; each sampler adds its own (eta, S_churn, rtol, ...)
+_SAMPLE_BASE = ("sampler", "steps", "grid", "rho", "guidance", "labels", "temperature", "clamp", "skip_scales", "progress")
+_SAMPLER_SPECIFIC = tuple(dict.fromkeys(o for name in SAMPLERS for o in sampler_options(name)))
+
+
+class _FlatNet(nn.Module):
+    """Runs a vector network on examples of any shape by flattening them: (B, *shape) -> (B, *shape)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, noise_label, cond=None):
+        return self.net(x.reshape(x.shape[0], -1), noise_label, cond).reshape(x.shape)
+
+
+def _null_labels(n: int, num_classes: int, device) -> torch.Tensor:
+    return torch.full((n,), num_classes, dtype=torch.long, device=device)
+
+
+@register("diffusion", family="diffusion",
+          paper="Karras et al. 2022 (EDM); Ho et al. 2020 (DDPM); Song et al. 2021 (score SDE, DDIM); "
+                "Lipman et al. 2023 / Liu et al. 2022 (flow matching)",
+          summary="Diffusion / flow matching on one form: any process x param x loss x sampler, ODE likelihood, CFG")
+class Diffusion(GenerativeModel):
+    """Diffusion or flow-matching model (DDPM, DDIM, VP/VE SDE, EDM, flow matching) with an exact ODE likelihood.
+
+    Args:
+        shape: per-example data shape, (C, H, W) images or (D,) vectors (taken from the data).
+        process: "vp" | "vp-cosine" | "ve" | "edm" | "flow" (see :mod:`.process`).
+        process_args: keywords of the process, e.g. {"discrete": False} (VP-SDE),
+            {"sigma_min": 0.01, "sigma_max": 50} (VE), {"P_mean": -1.2, "P_std": 1.2} (EDM),
+            {"t_dist": "logit_normal"} (flow). None = the paper's defaults.
+        param: network output "eps" | "x0" | "v" | "velocity" | "edm" (see :mod:`.precond`).
+        loss: "simple" (DDPM) | "edm" (EDM weighting) | "cfm" (flow matching).
+        net: "unet" (images, :class:`~genzoo.nn.unet.UNet`) or "mlp" (any shape, flattened,
+            :class:`~genzoo.nn.time_mlp.TimeMLP`).
+        channels, channel_mult, num_res_blocks, attn_resolutions: UNet sizes (the default is
+            ~1.2 M parameters for 28x28 MNIST).
+        hidden, depth: TimeMLP width and number of residual blocks.
+        dropout: dropout rate of the network's residual blocks.
+        time_embedding: "sinusoidal" (noise labels of order 1..1000: vp, flow, and edm's
+            ln(sigma)/4 works too) or "fourier" (random Fourier features, scale 16; labels of
+            order 1: param="edm", VE).
+        num_classes: 0 = unconditional; K > 0: class-conditional on labels 0..K-1, with the
+            null label K for classifier-free guidance (then ``loss`` takes (x, y) batches).
+        label_dropout: probability of replacing a training label by the null label (0.1
+            for classifier-free guidance; 0 gives a purely conditional model).
+        sampler: default sampler (a key of :data:`~.samplers.SAMPLERS`, or "ode" for the
+            adaptive probability-flow ODE).
+        steps: default number of sampling steps.
+        grid: default time grid kind ("auto" = karras for edm, uniform otherwise).
+        data_range: (lo, hi) of image data; image samples are clamped to it.
+    """
+
+    likelihood = "exact"
+    discrete_likelihood = False
+    sample_options = _SAMPLE_BASE + _SAMPLER_SPECIFIC
+    log_prob_options = ("exact_trace", "num_probes", "rtol", "atol", "t_min", "method", "generator", "labels")
+
+    def __init__(
+        self,
+        shape: tuple = (1, 28, 28),
+        process: str = "edm",
+        process_args: dict | None = None,
+        param: str = "edm",
+        loss: str = "edm",
+        net: str = "unet",
+        channels: int = 32,
+        channel_mult: tuple = (1, 2, 2),
+        num_res_blocks: int = 1,
+        attn_resolutions: tuple = (7,),
+        hidden: int = 256,
+        depth: int = 3,
+        dropout: float = 0.0,
+        time_embedding: str = "sinusoidal",
+        num_classes: int = 0,
+        label_dropout: float = 0.1,
+        sampler: str = "heun",
+        steps: int = 18,
+        grid: str = "auto",
+        data_range: tuple = (-1.0, 1.0),
+    ):
+        super().__init__()
+        shape = tuple(int(s) for s in shape)
+        if not shape or any(s <= 0 for s in shape):
+            raise ConfigError(f"Diffusion shape must be a non-empty tuple of positive ints, got {shape}")
+        for what, val, valid in (("param", param, PARAMS), ("loss", loss, LOSSES), ("net", net, NETS),
+                                 ("time_embedding", time_embedding, TIME_EMBEDDINGS)):
+            if val not in valid:
+                raise ConfigError(f"unknown Diffusion {what} {val!r}{did_you_mean(val, valid)}; valid: {', '.join(valid)}")
+        if process not in PROCESSES:
+            raise ConfigError(f"unknown diffusion process {process!r}{did_you_mean(process, PROCESSES)}; valid: {', '.join(PROCESSES)}")
+        if process_args is not None and not isinstance(process_args, dict):
+            raise ConfigError(f"process_args must be a mapping of the process's keywords, e.g. {{discrete: false}}; got {process_args!r}")
+        if net == "unet" and len(shape) != 3:
+            raise ConfigError(f"net='unet' needs image data (C, H, W), got shape {shape}; use model.net=mlp for vectors")
+        if int(num_classes) < 0:
+            raise ConfigError(f"num_classes must be >= 0, got {num_classes}")
+        if not 0.0 <= float(label_dropout) < 1.0:
+            raise ConfigError(f"label_dropout must be in [0, 1), got {label_dropout}")
+        lo, hi = (float(v) for v in data_range)
+        if not hi > lo:
+            raise ConfigError(f"data_range must be (lo, hi) with hi > lo, got {data_range}")
+        self.shape = shape
+        self.process_name = process
+        self.process_args = dict(process_args or {})
+        self.process = make_process(process, **self.process_args)
+        self.param, self.loss_name, self.net_name = param, loss, net
+        s_T = float(self.process.s(torch.tensor(float(self.process.t_max), dtype=torch.float64)))
+        if param in ("eps", "edm") and s_T == 0.0:
+            raise ConfigError(
+                f"param={param!r} needs s(t) > 0 but the {process!r} process reaches s = 0 at t_max = {self.process.t_max}; "
+                "use param=velocity, v or x0, or process_args={t_max: 0.999}"
+            )
+        self.num_classes = int(num_classes)
+        #: instance attribute: the trainer passes (x, y) batches only to class-conditional models
+        self.uses_labels = self.num_classes > 0
+        self.label_dropout = float(label_dropout)
+        self.data_range = (lo, hi)
+        #: range image samples are clamped to; None for vectors (no fixed range)
+        self.sample_range = (lo, hi) if len(shape) == 3 else None
+        self.default_sampler = self._sampler_name(sampler)
+        if int(steps) < 1:
+            raise ConfigError(f"steps must be >= 1, got {steps}")
+        self.default_steps = int(steps)
+        if grid != "auto" and grid not in GRID_KINDS:
+            raise ConfigError(f"unknown time grid {grid!r}{did_you_mean(grid, GRID_KINDS)}; valid: auto, {', '.join(GRID_KINDS)}")
+        self.default_grid = DEFAULT_GRID[process] if grid == "auto" else grid
+        try:
+            if net == "unet":
+                C, H, W = shape
+                self.net = UNet(in_channels=C, channels=channels, channel_mult=channel_mult,
+                                num_res_blocks=num_res_blocks, attn_resolutions=attn_resolutions, image_size=(H, W),
+                                dropout=dropout, num_classes=self.num_classes, time_embedding=time_embedding)
+            else:
+                mlp = TimeMLP(math.prod(shape), hidden=hidden, depth=depth, num_classes=self.num_classes,
+                              time_embedding=time_embedding, dropout=dropout)
+                self.net = mlp if len(shape) == 1 else _FlatNet(mlp)
+        except ValueError as e:
+            raise ConfigError(f"cannot build the Diffusion network: {e}") from e
+
+    # -- data compatibility -----------------------------------------------------------------
+    def check_data(self, spec) -> None:
+        """Raise ConfigError unless ``spec`` (a DataSpec) is continuous data this model can fit.
+
+        * the shapes must agree (the base check);
+        * token data (text) is refused: this is Gaussian diffusion (masked/absorbing
+          diffusion handles tokens);
+        * binary ({0, 1}) and integer-level data are refused: a Gaussian diffusion's density
+          on a lattice is unbounded; use ``data.binarize=none data.dequantize=uniform``;
+        * image data must lie in ``data_range`` (samples are clamped to it);
+        * a class-conditional model (num_classes > 0) needs labelled data with at most
+          ``num_classes`` classes.
+        Image data that is not dequantised trains fine (DDPM did), but its log_prob is a
+        density on a 256-point grid per pixel, not comparable to published bits/dim: a
+        warning says so.
+        """
+        super().check_data(spec)
+        name = getattr(spec, "name", "?")
+        discrete = getattr(spec, "discrete", None)
+        if discrete == "tokens" or getattr(spec, "kind", None) == "text":
+            raise ConfigError(f"Diffusion is Gaussian diffusion for continuous data and cannot model token data ({name!r}); "
+                              "use an image or vector data set")
+        if discrete is not None:
+            raise ConfigError(
+                f"Diffusion is Gaussian (a density over continuous data) but {name!r} is {discrete} data "
+                f"({spec.describe() if hasattr(spec, 'describe') else discrete}); set data.binarize=none data.dequantize=uniform"
+            )
+        if len(self.shape) == 3 and spec.value_range is not None:
+            vr = tuple(float(v) for v in spec.value_range)
+            if vr != self.data_range:
+                raise ConfigError(
+                    f"Diffusion was built for images in {list(self.data_range)} but {name!r} has value_range {list(vr)}; "
+                    f"set model.data_range=[{vr[0]:g}, {vr[1]:g}] or data.value_range=[{self.data_range[0]:g}, {self.data_range[1]:g}]"
+                )
+        if self.num_classes > 0:
+            k = getattr(spec, "num_classes", None)
+            if not k:
+                raise ConfigError(f"num_classes={self.num_classes} needs labelled data but {name!r} has no labels; set model.num_classes=0")
+            if int(k) > self.num_classes:
+                raise ConfigError(f"{name!r} has {k} classes but the model was built with num_classes={self.num_classes}; "
+                                  f"set model.num_classes={k}")
+        if len(self.shape) == 3 and spec.value_range is not None and not getattr(spec, "dequantization", None):
+            import warnings
+
+            warnings.warn(
+                f"{name!r} is not dequantised: Diffusion trains on it, but its log_prob is then a density on a grid of "
+                "grey levels, not comparable to published bits/dim; set data.dequantize=uniform for likelihoods",
+                stacklevel=2,
+            )
+
+    # -- pieces -------------------------------------------------------------------------------
+    def _sampler_name(self, name: str) -> str:
+        name = SAMPLER_ALIASES.get(name, name)
+        if name not in SAMPLERS:
+            valid = list(SAMPLERS) + list(SAMPLER_ALIASES)
+            raise ConfigError(f"unknown sampler {name!r}{did_you_mean(name, valid)}; valid: {', '.join(valid)}")
+        return name
+
+    def _split(self, batch):
+        if isinstance(batch, (tuple, list)):
+            x, y = batch[0], (batch[1] if len(batch) > 1 else None)
+        else:
+            x, y = batch, None
+        if tuple(x.shape[1:]) != self.shape:
+            raise DataError(f"Diffusion built for examples of shape {self.shape} got a batch of shape {tuple(x.shape)}")
+        return x, y
+
+    def _labels(self, labels, n: int, device) -> torch.Tensor | None:
+        """Class labels (n,) int64 for the network, or None for an unconditional network.
+
+        ``labels``: None (conditional models: classes 0, 1, ..., K-1, 0, ... cycled), an int
+        (every example), a sequence or tensor of n ints, or "none"/"null" (the null label:
+        the unconditional model of classifier-free guidance)."""
+        K = self.num_classes
+        if K == 0:
+            if labels is not None:
+                raise ConfigError("this Diffusion model is unconditional (num_classes=0); drop labels=")
+            return None
+        if labels is None:
+            return torch.arange(n, device=device) % K
+        if isinstance(labels, str):
+            if labels.lower() in ("none", "null", "uncond", "unconditional"):
+                return _null_labels(n, K, device)
+            raise ConfigError(f"labels must be ints, a list of n ints or 'none', got {labels!r}")
+        y = torch.as_tensor(labels, device=device).long().reshape(-1)
+        if y.numel() == 1:
+            y = y.expand(n).clone()
+        if y.shape[0] != n:
+            raise ConfigError(f"labels needs one label per example ({n}), got {y.shape[0]}")
+        if bool(((y < 0) | (y > K)).any()):
+            raise ConfigError(f"labels must be in 0..{K - 1} (or {K} = no label), got {y.tolist()[:8]}...")
+        return y
+
+    def denoiser(self, labels: torch.Tensor | None = None, guidance: float = 1.0):
+        """``D(x_t, t) -> x0_hat`` for the samplers and the likelihood.
+
+        labels: (B,) int64 (None: the null label for a conditional model, nothing for an
+        unconditional one). guidance w: D_null + w (D_y - D_null); w = 1 (default) is the
+        plain conditional denoiser, w = 0 the unconditional one (each then costs one
+        network call; any other w two)."""
+        net, process, param = self.net, self.process, self.param
+        K = self.num_classes
+
+        def uncond(x):
+            return None if K == 0 else _null_labels(x.shape[0], K, x.device)
+
+        if labels is None or K == 0 or guidance == 0.0:
+            return lambda x, t: denoise(net, x, t, process, param, uncond(x))
+        if guidance == 1.0:
+            return lambda x, t: denoise(net, x, t, process, param, labels)
+
+        w = float(guidance)
+
+        def guided(x, t):
+            d_u = denoise(net, x, t, process, param, uncond(x))
+            d_c = denoise(net, x, t, process, param, labels)
+            return d_u + w * (d_c - d_u)
+
+        return guided
+
+    # -- objective ----------------------------------------------------------------------------
+    def loss(self, batch, generator: torch.Generator | None = None, **kwargs) -> dict[str, torch.Tensor]:
+        """Training loss: {"loss": mean over the batch of the per-example loss} (see :mod:`.losses`).
+
+        ``batch`` is x (B, *shape), or (x, y) for a class-conditional model (y (B,) int64);
+        labels are replaced by the null label with probability ``label_dropout`` (drawn
+        before t and eps, from ``generator`` or the global RNG)."""
+        self.check_options(kwargs, (), what="loss")
+        x, y = self._split(batch)
+        cond = None
+        if self.num_classes > 0:
+            if y is None:
+                raise DataError(f"this Diffusion model is class-conditional (num_classes={self.num_classes}) "
+                                "but the batch has no labels; use labelled data or model.num_classes=0")
+            cond = y.to(x.device).long()
+            if self.label_dropout > 0:
+                gdev = generator.device if generator is not None else x.device
+                drop = torch.rand(cond.shape, generator=generator, device=gdev).to(x.device)
+                cond = torch.where(drop < self.label_dropout, torch.full_like(cond, self.num_classes), cond)
+        per_example = diffusion_loss(self.net, x, self.process, self.param, self.loss_name, cond=cond, generator=generator)
+        return {"loss": per_example.mean()}
+
+    # -- generation ----------------------------------------------------------------------------
+    def time_grid(self, steps: int | None = None, grid: str | None = None, rho: float | None = None) -> torch.Tensor:
+        """The sampling grid (steps + 1,) float64, t_max .. 0 (defaults: the model's steps and grid)."""
+        return time_grid(self.process, int(steps or self.default_steps), grid or self.default_grid, rho)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+        """n samples (n, *shape) in data space (images clamped to ``data_range``).
+
+        Options:
+            sampler: "ddpm" | "ddim" | "euler" | "heun" | "heun_stochastic" | "dpmpp_2m" |
+                "euler_maruyama" | "ode_adaptive" (alias "ode") (default: the model's ``sampler``).
+            steps: grid steps (default: the model's ``steps``; NFE = steps, 2 steps - 1 for
+                heun; ignored by ode_adaptive, whose NFE follows rtol/atol).
+            grid: "uniform" | "quadratic" | "karras" | "leading" | "trailing" | "linspace"
+                (default: the model's ``grid``; see :func:`~.process.time_grid`).
+            rho: exponent of the karras grid (default 7).
+            eta: DDIM noise (ddim only; 0 = deterministic, 1 = DDPM ancestral).
+            S_churn, S_tmin, S_tmax, S_noise: EDM Algorithm 2 (heun_stochastic only).
+            rtol, atol, method: torchdiffeq settings (ode_adaptive only).
+            guidance: classifier-free guidance w, D = D_null + w (D_y - D_null) (default 1.0 =
+                conditional; 0 = unconditional); conditional models only.
+            labels: class labels (conditional models only): None = classes cycled 0..K-1,
+                an int, a list of n ints, or "none" (the null label).
+            temperature: the prior draw is multiplied by this (default 1.0).
+            clamp: clamp image samples to ``data_range`` (default True).
+            skip_scales: Skip-Tuning (Ma et al. 2024): a float or one float per UNet level
+                multiplying the UNet's skip connections while sampling (UNet only; default 1).
+            progress: tqdm bar over the steps (default False).
+        Reproducible: the prior draw and then every sampler noise come from ``generator``.
+        """
+        self.check_options(opts, self.sample_options)
+        name = self._sampler_name(opts.pop("sampler", self.default_sampler))
+        steps = int(opts.pop("steps", self.default_steps))
+        if steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {steps}")
+        grid = opts.pop("grid", self.default_grid)
+        rho = opts.pop("rho", None)
+        guidance = opts.pop("guidance", None)
+        labels_opt = opts.pop("labels", None)
+        temperature = float(opts.pop("temperature", 1.0))
+        clamp = bool(opts.pop("clamp", True))
+        skip_scales = opts.pop("skip_scales", None)
+        progress = bool(opts.pop("progress", False))
+        valid = sampler_options(name)
+        for k in opts:
+            if k not in valid:
+                raise ConfigError(f"sample option {k!r} does not apply to sampler {name!r} "
+                                  f"(its options: {', '.join(valid) if valid else '(none)'})")
+        if guidance is not None and self.num_classes == 0:
+            raise ConfigError("guidance needs a class-conditional model (num_classes > 0); this one is unconditional")
+        if skip_scales is not None and not isinstance(self.net, UNet):
+            raise ConfigError("skip_scales (Skip-Tuning) needs net='unet'")
+        n = int(n)
+        dev = self.device
+        dtype = next(self.parameters()).dtype
+        labels = self._labels(labels_opt, n, dev)
+        D = self.denoiser(labels, 1.0 if guidance is None else float(guidance))
+        ts = time_grid(self.process, steps, grid, rho)
+        x = self.process.prior_sample((n, *self.shape), generator=generator, device=dev, dtype=dtype) * temperature
+        if skip_scales is not None:
+            if isinstance(skip_scales, str):
+                import yaml
+
+                skip_scales = yaml.safe_load(skip_scales)
+            try:
+                skip_scales = self.net._check_skip_scales(skip_scales)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"bad skip_scales {skip_scales!r}: {e}") from e
+            ctx = self.net.skip_scaling(skip_scales)
+        else:
+            import contextlib
+
+            ctx = contextlib.nullcontext()
+        with ctx:
+            x = run_sampler(name, D, x, ts, self.process, generator=generator, progress=progress, **opts)
+        if clamp and self.sample_range is not None:
+            x = x.clamp(*self.sample_range)
+        return x
+
+    # -- likelihood ---------------------------------------------------------------------------
+    def log_prob(self, x: torch.Tensor, **opts) -> torch.Tensor:
+        """log p(x) by the probability-flow ODE: (B,) nats per example (see :func:`~.likelihood.ode_log_prob`).
+
+        Options:
+            exact_trace: exact divergence (D vector-Jacobian products per evaluation; small D
+                only) instead of Hutchinson's estimator (default False).
+            num_probes: Rademacher probes per example for Hutchinson (default 1).
+            rtol, atol: dopri5 tolerances (default 1e-5, Song et al. 2021).
+            t_min: start of the ODE (default the process's t_min).
+            method: torchdiffeq method (default "dopri5").
+            generator: draws the probes (default the global RNG).
+            labels: for a conditional model, the class labels (B,) of a conditional
+                likelihood log p(x | y); default the null label, i.e. the unconditional
+                model that classifier-free guidance training learns (comparable with other
+                models' NLLs).
+        The value is a density over continuous data: for dequantised images bits/dim adds
+        log2(levels / (hi - lo)) (:func:`genzoo.units.bits_per_dim`).
+        """
+        self.check_options(opts, self.log_prob_options, what="log_prob")
+        x, _ = self._split(x)
+        labels = opts.pop("labels", None)
+        y = None
+        if self.num_classes > 0:
+            y = _null_labels(x.shape[0], self.num_classes, x.device) if labels is None else self._labels(labels, x.shape[0], x.device)
+        elif labels is not None:
+            raise ConfigError("this Diffusion model is unconditional (num_classes=0); drop labels=")
+        D = self.denoiser(y, 1.0)
+        kw = {k: opts[k] for k in ("exact_trace", "num_probes", "rtol", "atol", "t_min", "method", "generator") if k in opts}
+        for k in ("rtol", "atol", "t_min"):
+            if k in kw:
+                kw[k] = float(kw[k])
+        return ode_log_prob(D, x, self.process, **kw)
