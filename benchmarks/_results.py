@@ -95,7 +95,8 @@ def rebuild_results_md() -> Path:
             lines.append("| " + " | ".join(_fmt(k(r) if callable(k) else r.get(k)) for _, k in cols) + " |")
         lines += ["", "Commands, dates and machines:", ""]
         for r in sorted(rows, key=lambda r: r.get("order", 0)):
-            lines.append(f"- **{r.get('name')}** ({r.get('date')}, {r.get('machine')}): `{r.get('command')}`")
+            note = f" Note: {r['note']}." if r.get("note") else ""
+            lines.append(f"- **{r.get('name')}** ({r.get('date')}, {r.get('machine')}): `{r.get('command')}`{note}")
         lines.append("")
     RESULTS_MD.write_text("\n".join(lines))
     return RESULTS_MD

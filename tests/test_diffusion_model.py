@@ -384,7 +384,7 @@ def moons():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return m.eval(), untrained.eval(), losses, test
 
 
@@ -413,13 +413,14 @@ def test_moons_samples_land_on_the_moons(moons):
 
 def test_moons_likelihood_improves(moons):
     m, untrained, _, test = moons
-    x = test[:200]
-    nll = -m.log_prob(x, exact_trace=True).mean()
-    nll0 = -untrained.log_prob(x, exact_trace=True).mean()
+    x = test[:100]
+    tol = dict(rtol=1e-4, atol=1e-4)
+    nll = -m.log_prob(x, exact_trace=True, **tol).mean()
+    nll0 = -untrained.log_prob(x, exact_trace=True, **tol).mean()
     # untrained = N(0, I): ~3.0 nats; trained: ~2.6
     assert torch.isfinite(nll) and nll < nll0 - 0.2, (float(nll), float(nll0))
-    h = -m.log_prob(x, num_probes=4, generator=gen(0)).mean()  # Hutchinson agrees on average
-    assert abs(float(h - nll)) < 0.1
+    h = -m.log_prob(x, num_probes=4, generator=gen(0), **tol).mean()  # Hutchinson agrees on average
+    assert abs(float(h - nll)) < 0.1, (float(h), float(nll))
 
 
 # ------------------------------------------------------------------ check_data

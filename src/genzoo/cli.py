@@ -19,6 +19,17 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
 
+EPILOG_MAIN = """\
+quick start:
+  genzoo list                              # models, data sets, recipes
+  genzoo train vae --run-dir runs/vae      # train (recipe configs/vae.yaml); key=value overrides any setting
+  genzoo sample runs/vae --n 64 --out grid.png
+  genzoo eval runs/vae --metrics nll,fid k=1000
+  genzoo COMMAND --help                    # each command's options and examples
+
+units: log_prob / NLL in nats per example, bits/dim with the dequantisation offset;
+FID on genzoo's MNIST classifier features with FID(test, train) as the floor (docs/conventions.md)."""
+
 EPILOG_TRAIN = """\
 examples:
   genzoo train vae                                   # the packaged recipe configs/vae.yaml
@@ -36,7 +47,8 @@ seed, sample_every, ckpt_every, time_budget, ...), sample.<option>, eval.<field>
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="genzoo", description="Deep generative models on one interface: train, sample, evaluate.")
+    p = _Parser(prog="genzoo", description="Deep generative models on one interface: train, sample, evaluate.",
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_MAIN)
     sub = p.add_subparsers(dest="cmd", parser_class=_Parser, metavar="{list,train,sample,eval,demo}")
 
     q = sub.add_parser("list", help="list models, data sets and recipes (or one model's arguments)")

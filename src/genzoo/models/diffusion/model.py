@@ -43,6 +43,7 @@ Units and conventions
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -78,6 +79,18 @@ class _FlatNet(nn.Module):
 
     def forward(self, x, noise_label, cond=None):
         return self.net(x.reshape(x.shape[0], -1), noise_label, cond).reshape(x.shape)
+
+
+def _on_device(generator: torch.Generator | None, device) -> torch.Generator | None:
+    """A generator the core's draws can use on ``device``: ``generator`` itself when it lives
+    there (or is None), else a generator on ``device`` seeded by one draw from it (so a CPU
+    generator, as the trainer and ``genzoo sample`` pass, still gives reproducible draws for
+    a CUDA model)."""
+    device = torch.device(device)
+    if generator is None or generator.device.type == device.type:
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def _null_labels(n: int, num_classes: int, device) -> torch.Tensor:
@@ -156,9 +169,11 @@ class Diffusion(GenerativeModel):
             if val not in valid:
                 raise ConfigError(f"unknown Diffusion {what} {val!r}{did_you_mean(val, valid)}; valid: {', '.join(valid)}")
         if process not in PROCESSES:
-            raise ConfigError(f"unknown diffusion process {process!r}{did_you_mean(process, PROCESSES)}; valid: {', '.join(PROCESSES)}")
+            raise ConfigError(f"unknown diffusion process {process!r}{did_you_mean(process, PROCESSES)}; "
+                              f"valid: {', '.join(PROCESSES)}")
         if process_args is not None and not isinstance(process_args, dict):
-            raise ConfigError(f"process_args must be a mapping of the process's keywords, e.g. {{discrete: false}}; got {process_args!r}")
+            raise ConfigError("process_args must be a mapping of the process's keywords, e.g. {discrete: false}; "
+                              f"got {process_args!r}")
         if net == "unet" and len(shape) != 3:
             raise ConfigError(f"net='unet' needs image data (C, H, W), got shape {shape}; use model.net=mlp for vectors")
         if int(num_classes) < 0:
@@ -238,12 +253,14 @@ class Diffusion(GenerativeModel):
             if vr != self.data_range:
                 raise ConfigError(
                     f"Diffusion was built for images in {list(self.data_range)} but {name!r} has value_range {list(vr)}; "
-                    f"set model.data_range=[{vr[0]:g}, {vr[1]:g}] or data.value_range=[{self.data_range[0]:g}, {self.data_range[1]:g}]"
+                    f"set model.data_range=[{vr[0]:g}, {vr[1]:g}] or "
+                    f"data.value_range=[{self.data_range[0]:g}, {self.data_range[1]:g}]"
                 )
         if self.num_classes > 0:
             k = getattr(spec, "num_classes", None)
             if not k:
-                raise ConfigError(f"num_classes={self.num_classes} needs labelled data but {name!r} has no labels; set model.num_classes=0")
+                raise ConfigError(f"num_classes={self.num_classes} needs labelled data but {name!r} has no labels; "
+                                  "set model.num_classes=0")
             if int(k) > self.num_classes:
                 raise ConfigError(f"{name!r} has {k} classes but the model was built with num_classes={self.num_classes}; "
                                   f"set model.num_classes={k}")
@@ -335,6 +352,7 @@ class Diffusion(GenerativeModel):
         before t and eps, from ``generator`` or the global RNG)."""
         self.check_options(kwargs, (), what="loss")
         x, y = self._split(batch)
+        generator = _on_device(generator, x.device)
         cond = None
         if self.num_classes > 0:
             if y is None:
@@ -342,8 +360,7 @@ class Diffusion(GenerativeModel):
                                 "but the batch has no labels; use labelled data or model.num_classes=0")
             cond = y.to(x.device).long()
             if self.label_dropout > 0:
-                gdev = generator.device if generator is not None else x.device
-                drop = torch.rand(cond.shape, generator=generator, device=gdev).to(x.device)
+                drop = torch.rand(cond.shape, generator=generator, device=x.device)
                 cond = torch.where(drop < self.label_dropout, torch.full_like(cond, self.num_classes), cond)
         per_example = diffusion_loss(self.net, x, self.process, self.param, self.loss_name, cond=cond, generator=generator)
         return {"loss": per_example.mean()}
@@ -367,7 +384,9 @@ class Diffusion(GenerativeModel):
             rho: exponent of the karras grid (default 7).
             eta: DDIM noise (ddim only; 0 = deterministic, 1 = DDPM ancestral).
             S_churn, S_tmin, S_tmax, S_noise: EDM Algorithm 2 (heun_stochastic only).
-            rtol, atol, method: torchdiffeq settings (ode_adaptive only).
+            rtol, atol, method, t_end: torchdiffeq settings and end time (ode_adaptive only).
+            (Each sampler's own options are ``sampler_options(name)``; giving one that the
+            chosen sampler does not take is an error.)
             guidance: classifier-free guidance w, D = D_null + w (D_y - D_null) (default 1.0 =
                 conditional; 0 = unconditional); conditional models only.
             labels: class labels (conditional models only): None = classes cycled 0..K-1,
@@ -404,6 +423,7 @@ class Diffusion(GenerativeModel):
         n = int(n)
         dev = self.device
         dtype = next(self.parameters()).dtype
+        generator = _on_device(generator, dev)
         labels = self._labels(labels_opt, n, dev)
         D = self.denoiser(labels, 1.0 if guidance is None else float(guidance))
         ts = time_grid(self.process, steps, grid, rho)
@@ -419,8 +439,6 @@ class Diffusion(GenerativeModel):
                 raise ConfigError(f"bad skip_scales {skip_scales!r}: {e}") from e
             ctx = self.net.skip_scaling(skip_scales)
         else:
-            import contextlib
-
             ctx = contextlib.nullcontext()
         with ctx:
             x = run_sampler(name, D, x, ts, self.process, generator=generator, progress=progress, **opts)
@@ -452,11 +470,13 @@ class Diffusion(GenerativeModel):
         labels = opts.pop("labels", None)
         y = None
         if self.num_classes > 0:
-            y = _null_labels(x.shape[0], self.num_classes, x.device) if labels is None else self._labels(labels, x.shape[0], x.device)
+            B = x.shape[0]
+            y = _null_labels(B, self.num_classes, x.device) if labels is None else self._labels(labels, B, x.device)
         elif labels is not None:
             raise ConfigError("this Diffusion model is unconditional (num_classes=0); drop labels=")
         D = self.denoiser(y, 1.0)
-        kw = {k: opts[k] for k in ("exact_trace", "num_probes", "rtol", "atol", "t_min", "method", "generator") if k in opts}
+        kw = {k: opts[k] for k in ("exact_trace", "num_probes", "rtol", "atol", "t_min", "method") if k in opts}
+        kw["generator"] = _on_device(opts.get("generator"), x.device)
         for k in ("rtol", "atol", "t_min"):
             if k in kw:
                 kw[k] = float(kw[k])
