@@ -18,9 +18,11 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
-RESULTS_MD = HERE / "RESULTS.md"
-OUT_DIR = HERE / "out"  # run folders (ignored by git)
+# GENZOO_BENCH_DIR redirects everything (rows, RESULTS.md, run folders, plots) for a smoke test
+_BASE = Path(os.environ["GENZOO_BENCH_DIR"]) if os.environ.get("GENZOO_BENCH_DIR") else HERE
+RESULTS_DIR = _BASE / "results"
+RESULTS_MD = _BASE / "RESULTS.md"
+OUT_DIR = _BASE / "out"  # run folders (ignored by git)
 
 #: table name -> (title, intro paragraph, [(column header, row-dict key or callable)])
 TABLES: dict[str, tuple[str, str, list]] = {}

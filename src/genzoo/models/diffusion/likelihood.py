@@ -32,7 +32,8 @@ __all__ = ["ode_log_prob"]
 
 def ode_log_prob(denoiser, x0: torch.Tensor, process: Process, *, exact_trace: bool = False, num_probes: int = 1,
                  rtol: float = 1e-5, atol: float = 1e-5, t_min: float | None = None,
-                 generator: torch.Generator | None = None, method: str = "dopri5", return_stats: bool = False):
+                 generator: torch.Generator | None = None, method: str = "dopri5", prior=None,
+                 return_stats: bool = False):
     """log p(x0) in nats per example, (B,), by the probability-flow ODE (torchdiffeq).
 
     Args:
@@ -46,6 +47,8 @@ def ode_log_prob(denoiser, x0: torch.Tensor, process: Process, *, exact_trace: b
         rtol, atol: dopri5 tolerances. t_min: start time (default process.t_min).
         generator: draws the probes.
         method: torchdiffeq method.
+        prior: callable x_{t_max} -> (B,) log density replacing ``process.prior_log_prob``
+            (e.g. the exact marginal p_{t_max} when it is known).
         return_stats: also return {"nfe": number of drift evaluations, "t_min", "t_max"}.
     """
     from torchdiffeq import odeint
@@ -85,5 +88,5 @@ def ode_log_prob(denoiser, x0: torch.Tensor, process: Process, *, exact_trace: b
     state = (x0.detach(), torch.zeros(B, dtype=x0.dtype, device=x0.device))
     options = {"step_t": tt[-1:]} if method in ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun") else None
     xT, delta = (s[-1] for s in odeint(f, state, tt, rtol=rtol, atol=atol, method=method, options=options))
-    logp = process.prior_log_prob(xT) + delta
+    logp = (process.prior_log_prob(xT) if prior is None else prior(xT)) + delta
     return (logp, stats) if return_stats else logp

@@ -564,10 +564,13 @@ def _diffusers_timesteps(N: int, n: int, spacing: str, steps_offset: int = 0) ->
     if spacing == "leading":
         ratio = N // n
         return (np.arange(0, n) * ratio).round()[::-1].copy().astype(np.int64) + int(steps_offset)
-    # trailing: diffusers writes np.round(np.arange(N, 0, -N / n)) - 1; the same values without
-    # arange's floating-point end effects
+    # trailing: diffusers' exact expression (ties such as 937.5 round as it rounds them) ...
     ratio = N / n
-    return (np.round(N - np.arange(n) * ratio) - 1).astype(np.int64)
+    k = np.round(np.arange(N, 0, -ratio)).astype(np.int64) - 1
+    if len(k) != n:
+        # ... except where arange's floating-point end effect yields n + 1 steps (e.g. n = 61)
+        k = (np.round(N - np.arange(n) * ratio) - 1).astype(np.int64)
+    return k
 
 
 def time_grid(process: Process, n: int, kind: str = "karras", rho: float | None = None,

@@ -88,8 +88,10 @@ class _C:
 
     __slots__ = ("t", "s", "std", "ds", "dstd", "sigma")
 
-    def __init__(self, process: Process, t: float):
-        s, std, ds, dstd = (float(c) for c in process.coeffs(torch.tensor(t, dtype=torch.float64)))
+    def __init__(self, process: Process | None, t: float, values=None):
+        if values is None:
+            values = (float(c) for c in process.coeffs(torch.tensor(t, dtype=torch.float64)))
+        s, std, ds, dstd = values
         self.t, self.s, self.std, self.ds, self.dstd = t, s, std, ds, dstd
         self.sigma = std / s if s != 0 else math.inf
 
@@ -100,6 +102,12 @@ class _C:
     @property
     def b(self) -> float:
         return self.s * self.dstd / self.std - self.ds
+
+
+def _coeff_list(process: Process, ts: list[float]) -> list[_C]:
+    """_C at every grid time, computed in one vectorised call."""
+    cols = [c.tolist() for c in process.coeffs(torch.tensor(ts, dtype=torch.float64))]
+    return [_C(None, t, vals) for t, vals in zip(ts, zip(*cols))]
 
 
 def _den(denoiser, x: torch.Tensor, t: float) -> torch.Tensor:
@@ -118,40 +126,39 @@ def _steps(n: int, progress: bool, desc: str):
     return tqdm(range(n), desc=desc, leave=False)
 
 
-def _to_zero(process: Process, D: torch.Tensor, tn: float) -> torch.Tensor:
-    return _C(process, tn).s * D
+def _to_zero(cn: _C, D: torch.Tensor) -> torch.Tensor:
+    return cn.s * D
 
 
 # -- ODE samplers -------------------------------------------------------------------------
 @torch.no_grad()
 def sample_euler(denoiser, x, ts, process: Process, *, generator=None, progress=False):
     """Euler's method on the probability-flow ODE in t. NFE = n."""
-    ts = _grid(ts)
-    for i in _steps(len(ts) - 1, progress, "euler"):
-        c, tn = _C(process, ts[i]), ts[i + 1]
+    cs = _coeff_list(process, _grid(ts))
+    for i in _steps(len(cs) - 1, progress, "euler"):
+        c, cn = cs[i], cs[i + 1]
         D = _den(denoiser, x, c.t)
-        x = _to_zero(process, D, tn) if tn == 0 else x + (tn - c.t) * (c.a * x - c.b * D)
+        x = _to_zero(cn, D) if cn.t == 0 else x + (cn.t - c.t) * (c.a * x - c.b * D)
     return x
 
 
 @torch.no_grad()
 def sample_heun(denoiser, x, ts, process: Process, *, generator=None, progress=False):
     """EDM Algorithm 1 (Heun, 2nd order; Euler / denoise on the step onto t = 0). NFE = 2n - 1."""
-    ts = _grid(ts)
-    for i in _steps(len(ts) - 1, progress, "heun"):
-        x = _heun_step(denoiser, x, _C(process, ts[i]), ts[i + 1], process)
+    cs = _coeff_list(process, _grid(ts))
+    for i in _steps(len(cs) - 1, progress, "heun"):
+        x = _heun_step(denoiser, x, cs[i], cs[i + 1])
     return x
 
 
-def _heun_step(denoiser, x, c: _C, tn: float, process: Process):
+def _heun_step(denoiser, x, c: _C, cn: _C):
     D = _den(denoiser, x, c.t)
-    if tn == 0:
-        return _to_zero(process, D, tn)
-    h = tn - c.t
+    if cn.t == 0:
+        return _to_zero(cn, D)
+    h = cn.t - c.t
     d = c.a * x - c.b * D
     x1 = x + h * d
-    cn = _C(process, tn)
-    d1 = cn.a * x1 - cn.b * _den(denoiser, x1, tn)
+    d1 = cn.a * x1 - cn.b * _den(denoiser, x1, cn.t)
     return x + h * 0.5 * (d + d1)
 
 
@@ -162,11 +169,11 @@ def sample_heun_stochastic(denoiser, x, ts, process: Process, *, generator=None,
     """EDM Algorithm 2 (stochastic Heun). S_churn, S_tmin, S_tmax, S_noise as in the paper
     (S_tmin / S_tmax are compared with sigma). S_churn = 0 is :func:`sample_heun`.
     NFE = 2n - 1."""
-    ts = _grid(ts)
-    n = len(ts) - 1
+    cs = _coeff_list(process, _grid(ts))
+    n = len(cs) - 1
     gamma0 = min(S_churn / n, math.sqrt(2.0) - 1.0) if S_churn > 0 else 0.0
     for i in _steps(n, progress, "heun_stochastic"):
-        c, tn = _C(process, ts[i]), ts[i + 1]
+        c, cn = cs[i], cs[i + 1]
         if gamma0 > 0 and S_tmin <= c.sigma <= S_tmax and math.isfinite(c.sigma) and c.s > 0:
             sig_hat = c.sigma * (1.0 + gamma0)
             t_hat = min(float(process.t_of_sigma(torch.tensor(sig_hat, dtype=torch.float64))), float(process.t_max))
@@ -174,7 +181,7 @@ def sample_heun_stochastic(denoiser, x, ts, process: Process, *, generator=None,
                 ch = _C(process, t_hat)
                 x = (ch.s / c.s) * x + ch.s * math.sqrt(max(ch.sigma ** 2 - c.sigma ** 2, 0.0)) * S_noise * _randn(x, generator)
                 c = ch
-        x = _heun_step(denoiser, x, c, tn, process)
+        x = _heun_step(denoiser, x, c, cn)
     return x
 
 
@@ -184,14 +191,13 @@ def sample_ddim(denoiser, x, ts, process: Process, *, generator=None, progress=F
     eta = float(eta)
     if not 0.0 <= eta <= 1.0:
         raise ConfigError(f"DDIM eta must be in [0, 1], got {eta}")
-    ts = _grid(ts)
-    for i in _steps(len(ts) - 1, progress, "ddim" if eta < 1 else "ddpm"):
-        c, tn = _C(process, ts[i]), ts[i + 1]
+    cs = _coeff_list(process, _grid(ts))
+    for i in _steps(len(cs) - 1, progress, "ddim" if eta < 1 else "ddpm"):
+        c, cn = cs[i], cs[i + 1]
         D = _den(denoiser, x, c.t)
-        if tn == 0:
-            x = _to_zero(process, D, tn)
+        if cn.t == 0:
+            x = _to_zero(cn, D)
             continue
-        cn = _C(process, tn)
         q = cn.sigma / c.sigma  # 0 where s = 0 (sigma = inf)
         eps_hat = (x - c.s * D) / c.std
         var = eta * eta * max(1.0 - q * q, 0.0)
@@ -209,16 +215,15 @@ def sample_ddpm(denoiser, x, ts, process: Process, *, generator=None, progress=F
 @torch.no_grad()
 def sample_dpmpp_2m(denoiser, x, ts, process: Process, *, generator=None, progress=False):
     """DPM-Solver++(2M) (Lu et al. 2022), multistep 2nd order in lambda = -log sigma. NFE = n."""
-    ts = _grid(ts)
+    cs = _coeff_list(process, _grid(ts))
     D_old, lam_old = None, None
-    for i in _steps(len(ts) - 1, progress, "dpmpp_2m"):
-        c, tn = _C(process, ts[i]), ts[i + 1]
+    for i in _steps(len(cs) - 1, progress, "dpmpp_2m"):
+        c, cn = cs[i], cs[i + 1]
         D = _den(denoiser, x, c.t)
         lam = -math.log(c.sigma) if c.sigma > 0 else math.inf
-        if tn == 0:
-            x = _to_zero(process, D, tn)
+        if cn.t == 0:
+            x = _to_zero(cn, D)
         else:
-            cn = _C(process, tn)
             lam_n = -math.log(cn.sigma)
             h = lam_n - lam
             Dd = D
@@ -235,14 +240,14 @@ def sample_dpmpp_2m(denoiser, x, ts, process: Process, *, generator=None, progre
 @torch.no_grad()
 def sample_euler_maruyama(denoiser, x, ts, process: Process, *, generator=None, progress=False):
     """Euler-Maruyama on the reverse-time SDE of the process. NFE = n."""
-    ts = _grid(ts)
-    for i in _steps(len(ts) - 1, progress, "euler_maruyama"):
-        c, tn = _C(process, ts[i]), ts[i + 1]
+    cs = _coeff_list(process, _grid(ts))
+    for i in _steps(len(cs) - 1, progress, "euler_maruyama"):
+        c, cn = cs[i], cs[i + 1]
         D = _den(denoiser, x, c.t)
-        if tn == 0:
-            x = _to_zero(process, D, tn)
+        if cn.t == 0:
+            x = _to_zero(cn, D)
             continue
-        h = tn - c.t
+        h = cn.t - c.t
         drift = c.a * x - c.b * D
         g2 = 2.0 * c.std * c.dstd - 2.0 * c.std ** 2 * c.ds / c.s if c.s != 0 else math.inf
         if not math.isfinite(g2):
@@ -279,7 +284,7 @@ def sample_ode_adaptive(denoiser, x, ts, process: Process, *, generator=None, pr
     options = {"step_t": tt[-1:]} if method in ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun") else None
     x = odeint(f, x, tt, rtol=rtol, atol=atol, method=method, options=options)[-1]
     if ts[-1] == 0:
-        x = _to_zero(process, _den(denoiser, x, lo), 0.0)
+        x = _to_zero(_C(process, 0.0), _den(denoiser, x, lo))
     return x
 
 
@@ -297,12 +302,12 @@ def ddim_invert(denoiser, x, ts, process: Process, *, iters: int = 1, progress=F
     few more iterations make ``sample_ddim(..., eta=0)`` recover x to solver precision.
     NFE = iters * n.
     """
-    ts = _grid(ts)
+    cs = _coeff_list(process, _grid(ts))
     iters = int(iters)
     if iters < 1:
         raise ConfigError(f"ddim_invert needs iters >= 1, got {iters}")
-    for i in _steps(len(ts) - 1, progress, "ddim_invert"):
-        cu, c = _C(process, ts[-1 - i]), _C(process, ts[-2 - i])
+    for i in _steps(len(cs) - 1, progress, "ddim_invert"):
+        cu, c = cs[-1 - i], cs[-2 - i]
         xu = x
         q = cu.sigma / c.sigma
         if c.s != 0:

@@ -1,0 +1,194 @@
+#!/usr/bin/env python
+"""Diffusion on MNIST: ddpm, edm and flow matching under one fixed CPU budget; FID per sampler and NFE.
+
+For each model (a recipe in configs/) the script
+
+1. trains it with ``genzoo train RECIPE train.time_budget=BUDGET`` (default 30 minutes of
+   wall clock; the lr schedule anneals over the budget; a killed run resumes);
+2. evaluates cells (sampler, steps): ``n`` samples (default 1,000, the same for every cell)
+   -> FID against ``n`` dequantised test images on genzoo's MNIST classifier features, the
+   sampling seconds per image, and the NFE; the FID floor FID(test, train) at the same ``n``;
+3. the probability-flow ODE NLL in bits/dim on a fixed random subset of the test set.
+
+With diffusers installed, the reference loop a user would otherwise write (diffusers
+UNet2DModel + DDPMScheduler, plain PyTorch loop, comparable parameter count) is trained for
+the same budget and reported beside genzoo (images/s, FID with DDIM 50 steps).
+
+Every finished row / cell is written to benchmarks/results/diffusion_mnist/ at once and
+skipped when the script runs again, so the table is built over several sessions; the plot
+benchmarks/diffusion_fid_vs_nfe.png and RESULTS.md are rebuilt from whatever exists.
+
+    python benchmarks/diffusion_mnist.py                       # everything not done yet
+    python benchmarks/diffusion_mnist.py --only edm --budget 1800
+    python benchmarks/diffusion_mnist.py --only ddpm --cells-only   # evaluate an existing run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results as R  # noqa: E402
+
+TABLE = "diffusion_mnist"
+MODELS = {"ddpm": "ddpm", "edm": "edm", "flow": "flow_matching"}
+# (sampler, steps, extra options) per model; NFE from genzoo's samplers.nfe
+CELLS = {
+    "ddpm": [("ddpm", 10, {}), ("ddpm", 100, {}), ("ddpm", 1000, {}), ("ddim", 1, {}), ("ddim", 2, {}), ("ddim", 4, {}),
+             ("ddim", 10, {}), ("ddim", 20, {}), ("ddim", 50, {}), ("ddim", 100, {}), ("heun", 18, {"grid": "karras"}),
+             ("dpmpp_2m", 10, {"grid": "karras"})],
+    "edm": [("euler", 1, {}), ("euler", 2, {}), ("euler", 4, {}), ("heun", 5, {}), ("euler", 10, {}), ("heun", 10, {}),
+            ("euler", 20, {}), ("heun", 18, {}), ("dpmpp_2m", 10, {}), ("euler", 100, {}), ("heun_stochastic", 18, {})],
+    "flow": [("euler", 1, {}), ("euler", 2, {}), ("euler", 4, {}), ("euler", 10, {}), ("euler", 20, {}), ("heun", 18, {}),
+             ("euler", 100, {}), ("dpmpp_2m", 10, {})],
+}
+
+R.TABLES[TABLE] = (
+    "Diffusion on dequantised MNIST (issue 3)",
+    "Each model trained for the budget shown on 2 CPU cores, then sampled with each sampler at each NFE "
+    "(network evaluations per image). FID on genzoo's MNIST classifier features, n samples vs n dequantised "
+    "test images (n in the row), beside the floor FID(test, train) at the same n. NLL: the probability-flow ODE "
+    "likelihood in bits/dim (+7 offset for [-1, 1] data), on a fixed random test subset.",
+    [("model", "model"), ("budget", "budget"), ("sampler", "sampler"), ("steps", "steps"), ("NFE", "nfe"),
+     ("FID", "fid"), ("FID floor", "fid_floor"), ("n", "n"), ("s / image", "sec_per_image"),
+     ("train img/s", "images_per_s"), ("NLL bits/dim", "bpd")],
+)
+
+
+def _row_name(model, sampler, steps, extra):
+    tag = "-".join(f"{k}{v}" for k, v in sorted(extra.items()))
+    return f"{model}-{sampler}-{steps}" + (f"-{tag}" if tag else "")
+
+
+def train_model(model: str, budget: float) -> Path:
+    run_dir = R.OUT_DIR / TABLE / model
+    log = run_dir.parent / f"{model}.log"
+    if (run_dir / "train_summary.json").is_file():
+        return run_dir
+    if (run_dir / "checkpoints").is_dir():
+        R.run(["train", "--resume", str(run_dir), "--no-progress"], log)
+    else:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        R.run(["train", MODELS[model], "train.steps=1000000", f"train.time_budget={budget:g}",
+               "--run-dir", str(run_dir), "--no-progress"], log)
+    return run_dir
+
+
+def eval_cells(model: str, run_dir: Path, n: int, budget: float, nll_limit: int, note: str) -> None:
+    from genzoo.eval import fid_floor, sample_metrics
+    from genzoo.eval.runner import draw_samples
+    from genzoo.models.diffusion.samplers import nfe
+    from genzoo.train.run import load_data, load_run
+
+    model_obj, cfg, spec = load_run(run_dir)
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    test = load_data(cfg["data"], "test")
+    real = test.tensor(seed=0, limit=n)
+    floor_path = R.row_path(TABLE + "_aux", f"floor-{n}")
+    if floor_path.is_file():
+        floor = json.loads(floor_path.read_text())["fid_floor"]
+    else:
+        floor = fid_floor(real, load_data(cfg["data"], "train").tensor(seed=1, limit=n), spec=test.spec)
+        R.write_row(TABLE + "_aux", f"floor-{n}", {"fid_floor": floor, "n": n})
+    bpd = None
+    nll_path = R.row_path(TABLE + "_aux", f"nll-{model}")
+    if nll_limit > 0:
+        if nll_path.is_file():
+            bpd = json.loads(nll_path.read_text())["bits_per_dim"]
+        else:
+            from genzoo.eval import evaluate_nll
+
+            r = evaluate_nll(model_obj, test, limit=nll_limit, progress=False, **(cfg.get("eval", {}).get("log_prob") or {}))
+            bpd = r["bits_per_dim"]
+            R.write_row(TABLE + "_aux", f"nll-{model}", {**r, "model": model})
+    for i, (sampler, steps, extra) in enumerate(CELLS[model]):
+        name = _row_name(model, sampler, steps, extra)
+        if R.done(TABLE, name):
+            continue
+        opts = {"sampler": sampler, "steps": steps, **extra}
+        t0 = time.perf_counter()
+        fake = draw_samples(model_obj, n, seed=0, progress=False, batch_size=250, **opts)
+        sec = (time.perf_counter() - t0) / n
+        m = sample_metrics(fake, real, metrics=("fid",), spec=test.spec)
+        R.write_row(TABLE, name, {
+            "order": list(MODELS).index(model) * 100 + i, "name": name, "model": model,
+            "budget": f"{budget / 60:g} min", "sampler": sampler, "steps": steps, "options": extra,
+            "nfe": nfe(sampler, steps), "fid": m["fid"], "fid_floor": floor, "n": n, "sec_per_image": sec,
+            "images_per_s": summary.get("images_per_s"), "train_steps": summary.get("steps"), "bpd": bpd,
+            "nll_examples": nll_limit, "note": note,
+            "command": f"python benchmarks/diffusion_mnist.py --only {model} --budget {budget:g} --n {n}",
+        })
+        print(f"[{name}] NFE {nfe(sampler, steps)}: FID {m['fid']:.2f} (floor {floor:.2f}), {sec * 1e3:.1f} ms/image", flush=True)
+
+
+def plot() -> Path | None:
+    rows = [json.loads(p.read_text()) for p in (R.RESULTS_DIR / TABLE).glob("*.json")] if (R.RESULTS_DIR / TABLE).is_dir() else []
+    rows = [r for r in rows if r.get("nfe")]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in sorted({(r["model"], r["sampler"]) for r in rows}):
+        pts = sorted((r["nfe"], r["fid"]) for r in rows if (r["model"], r["sampler"]) == key)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{key[0]} / {key[1]}")
+    floor = rows[0].get("fid_floor")
+    if floor:
+        ax.axhline(floor, color="grey", ls="--", lw=1, label="FID floor")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("network evaluations per image (NFE)")
+    ax.set_ylabel("FID (MNIST classifier features)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = R.RESULTS_MD.parent / "diffusion_fid_vs_nfe.png"
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", action="append", choices=list(MODELS) + ["diffusers"], help="this model only (repeatable)")
+    ap.add_argument("--budget", type=float, default=1800.0, help="training seconds per model (default 1800 = 30 min)")
+    ap.add_argument("--n", type=int, default=1000, help="samples per FID cell (default 1000)")
+    ap.add_argument("--nll-limit", type=int, default=128, help="test examples for the ODE NLL (0 = skip)")
+    ap.add_argument("--cells-only", action="store_true", help="do not train; evaluate runs that exist")
+    ap.add_argument("--note", default="", help="recorded with each row")
+    args = ap.parse_args(argv)
+    for model in MODELS:
+        if args.only and model not in args.only:
+            continue
+        run_dir = R.OUT_DIR / TABLE / model
+        if not args.cells_only:
+            run_dir = train_model(model, args.budget)
+        if not (run_dir / "checkpoints").is_dir():
+            print(f"[{model}] no run in {run_dir}; train it first")
+            continue
+        eval_cells(model, run_dir, args.n, args.budget, args.nll_limit, args.note)
+        R.rebuild_results_md()
+        plot()
+    if not args.only or "diffusers" in args.only:
+        try:
+            import diffusers  # noqa: F401
+        except ImportError:
+            print("[diffusers] not installed (pip install diffusers): the reference loop is skipped")
+        else:
+            print("[diffusers] reference loop: not yet written (see the issue's note)")
+    print(f"wrote {R.rebuild_results_md()} and {plot()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
