@@ -120,7 +120,7 @@ def eval_cells(model: str, run_dir: Path, n: int, budget: float, nll_limit: int,
         m = sample_metrics(fake, real, metrics=("fid",), spec=test.spec)
         R.write_row(TABLE, name, {
             "order": list(MODELS).index(model) * 100 + i, "name": name, "model": model,
-            "budget": f"{budget / 60:g} min", "sampler": sampler, "steps": steps, "options": extra,
+            "budget": f"{budget / 60:.3g} min", "sampler": sampler, "steps": steps, "options": extra,
             "nfe": nfe(sampler, steps), "fid": m["fid"], "fid_floor": floor, "n": n, "sec_per_image": sec,
             "images_per_s": summary.get("images_per_s"), "train_steps": summary.get("steps"), "bpd": bpd,
             "nll_examples": nll_limit, "note": note,
