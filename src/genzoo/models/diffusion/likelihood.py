@@ -25,7 +25,7 @@ import torch
 
 from ...errors import ConfigError
 from .process import Process
-from .samplers import _C, _den
+from .samplers import _C, _den, _odeint
 
 __all__ = ["ode_log_prob"]
 
@@ -51,8 +51,7 @@ def ode_log_prob(denoiser, x0: torch.Tensor, process: Process, *, exact_trace: b
             (e.g. the exact marginal p_{t_max} when it is known).
         return_stats: also return {"nfe": number of drift evaluations, "t_min", "t_max"}.
     """
-    from torchdiffeq import odeint
-
+    odeint = _odeint()
     t0 = float(process.t_min if t_min is None else t_min)
     T = float(process.t_max)
     if not 0 < t0 < T:

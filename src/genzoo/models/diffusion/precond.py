@@ -1,19 +1,22 @@
 """Preconditioning: any network output parameterisation -> the denoiser D(x_t; t) ~ E[x_0 | x_t].
 
-With x_t = s (x_0 + sigma eps) = s x_0 + std eps (std = s sigma) and ' = d/dt:
+With x_t = s (x_0 + sigma eps) = s x_0 + std eps (std = s sigma), x_hat = x_t / s and
+' = d/dt, the raw network F = net(x_in, noise_label, cond) is turned into x0_hat by:
 
-=========  ===================================  =======================================  ==============================
-param      network input, noise label           network output F predicts                x0_hat
-=========  ===================================  =======================================  ==============================
-"eps"      x_t, process.noise_label(t)          eps (Ho et al. 2020, eq. 14)             (x_t - std F) / s
-"x0"       x_t, process.noise_label(t)          x_0                                      F
-"v"        x_t / r, process.noise_label(t)      v = a eps - b x_0 (Salimans & Ho 2022)   a x_t / r - b F
-"velocity" x_t, process.noise_label(t)          u = s' x_0 + std' eps (= eps - x_0 for   (std' x_t - std F) /
-                                                flow; Lipman et al. 2023, eq. 22)         (std' s - s' std)
-"edm"      c_in x_hat, c_noise                  F_theta of EDM eq. 7 / Table 1           c_skip x_hat + c_out F
-=========  ===================================  =======================================  ==============================
+* "eps" (Ho et al. 2020, eq. 11-14): x_in = x_t, label = process.noise_label(t); F ~ eps;
+  x0_hat = (x_t - std F) / s.
+* "x0": x_in = x_t, label = process.noise_label(t); F ~ x_0; x0_hat = F.
+* "v" (Salimans & Ho 2022, eq. 8 / appendix D): x_in = x_t / r, label = process.noise_label(t);
+  F ~ v = a eps - b x_0; x0_hat = a x_in - b F, with r = sqrt(s^2 + std^2), a = s / r, b = std / r.
+* "velocity" (flow matching, Lipman et al. 2023, eq. 22; Liu et al. 2023): x_in = x_t,
+  label = process.noise_label(t); F ~ u = d x_t / dt = s' x_0 + std' eps (eps - x_0 for flow);
+  x0_hat = (std' x_t - std F) / (std' s - s' std) (= x_t - t F for FlowMatching).
+* "edm" (Karras et al. 2022, eq. 7 and Table 1, "EDM" column): x_in = c_in x_hat,
+  label = c_noise; F ~ F_theta; x0_hat = c_skip x_hat + c_out F.
 
-* "v": r = sqrt(s^2 + std^2), a = s / r, b = std / r. For VP processes s^2 (1 + sigma^2) = 1,
+Notes:
+
+* "v": for VP processes s^2 (1 + sigma^2) = 1,
   so r = 1, a = sqrt(alpha_bar), b = sqrt(1 - alpha_bar): exactly Salimans & Ho's
   v = alpha eps - sigma x (their eq. 8 / appendix D) with input z = x_t. For any other
   process genzoo generalises by rescaling x_t onto the VP process of the same
@@ -40,7 +43,7 @@ from __future__ import annotations
 import torch
 
 from ...errors import ConfigError, did_you_mean
-from .process import Process, _bcast, _hi, _tensor
+from .process import Process, _bcast, _hi, _tensor, _to_device
 
 __all__ = ["PARAMS", "denoise", "edm_coefficients", "eps_from_x0", "score_from_x0", "velocity_from_x0",
            "v_from_x0", "raw_from_x0"]
@@ -66,8 +69,7 @@ def _check_param(param: str) -> None:
 
 def _times(t, x: torch.Tensor) -> torch.Tensor:
     """t (scalar or (B,)) -> (B,) on x's device, float64 where the device has it."""
-    t = _tensor(t).to(x.device)
-    t = _hi(t)
+    t = _hi(_to_device(_tensor(t), x.device))
     if t.dim() == 0:
         t = t.expand(x.shape[0])
     if t.shape != (x.shape[0],):

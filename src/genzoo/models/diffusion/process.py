@@ -16,8 +16,10 @@ Processes and the equations implemented
   eq. 4: q(x_k | x_0) = N(sqrt(alpha_bar_k) x_0, (1 - alpha_bar_k) I)), so
   s = sqrt(alpha_bar), sigma = sqrt((1 - alpha_bar) / alpha_bar).
   Continuous time: the DDPM index k in {0..N-1} sits at t_k = (k + 1) / N, t = 0 is the data
-  (alpha_bar = 1), and log alpha_bar(t) is interpolated linearly between the knots
-  t_j = j / N (j = 0..N, log alpha_bar(t_0) = 0). ``schedule="cosine"``: Nichol & Dhariwal
+  (alpha_bar = 1), and log alpha_bar(t) is interpolated between the knots t_j = j / N
+  (j = 0..N, log alpha_bar(t_0) = 0) by the monotone cubic of Fritsch & Carlson 1980 (PCHIP):
+  exact at the knots, continuously differentiable, so the probability-flow drift has no
+  jumps between knots (a piecewise-linear log alpha_bar makes adaptive ODE solvers crawl). ``schedule="cosine"``: Nichol & Dhariwal
   2021, "Improved DDPM", eq. 17: alpha_bar(t) = f(t) / f(0), f(t) = cos^2((t + s)/(1 + s) pi/2),
   s = 0.008, betas_k = min(1 - alpha_bar((k+1)/N) / alpha_bar(k/N), 0.999).
   ``discrete=False``: the VP-SDE of Song et al. 2021, "Score-Based Generative Modeling
@@ -69,6 +71,14 @@ def _tensor(t) -> torch.Tensor:
     if isinstance(t, torch.Tensor):
         return t if t.is_floating_point() else t.to(torch.float64)
     return torch.as_tensor(t, dtype=torch.float64)
+
+
+def _to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """t on ``device`` (float64 becomes float32 on Apple MPS, which has no float64)."""
+    device = torch.device(device)
+    if device.type == "mps" and t.dtype == torch.float64:
+        t = t.to(torch.float32)
+    return t.to(device)
 
 
 def _hi(t: torch.Tensor) -> torch.Tensor:
@@ -198,7 +208,7 @@ class Process:
 
     def add_noise(self, x0: torch.Tensor, eps: torch.Tensor, t) -> torch.Tensor:
         """x_t = s(t) x0 + std(t) eps; t scalar or (B,). Shapes of x0."""
-        t = _tensor(t).to(x0.device)
+        t = _to_device(_tensor(t), x0.device)
         s = _bcast(self.s(t), x0)
         std = _bcast(self.std(t), x0)
         return s * x0 + std * eps
@@ -250,7 +260,7 @@ class VP(Process):
             with beta_min, beta_max) or "cosine" (Nichol & Dhariwal, s = 0.008, betas
             clipped at 0.999; continuous: alpha_bar(t) = f(t) / f(0)).
         discrete: True: the N-step DDPM table; DDPM index k <-> t = (k + 1) / N, log alpha_bar
-            linear in t between knots (t = 0: alpha_bar = 1). False: continuous time.
+            a monotone cubic (PCHIP) in t between knots (t = 0: alpha_bar = 1). False: continuous time.
         num_steps: N, the number of training steps of the discrete table.
         beta_start, beta_end: the linear betas of the discrete table.
         beta_min, beta_max: the continuous VP-SDE (Song et al. 2021).
@@ -295,6 +305,7 @@ class VP(Process):
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, 0)
         # knots of log alpha_bar at t_j = j / N, j = 0..N
         self._logab = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(torch.log1p(-self.betas), 0)])
+        self._slopes = self._pchip_slopes(self._logab, N)
         self._cache: dict = {}
 
     @staticmethod
@@ -303,11 +314,38 @@ class VP(Process):
             return math.cos((t + s) / (1 + s) * math.pi / 2) ** 2
         return np.array([min(1 - f((i + 1) / N) / f(i / N), 0.999) for i in range(N)], dtype=np.float64)
 
-    def _knots(self, device):
-        key = str(device)
+    @staticmethod
+    def _pchip_slopes(y: torch.Tensor, N: int) -> torch.Tensor:
+        """dL/dt at the knots t_j = j / N of L = log alpha_bar: Fritsch & Carlson (1980) monotone
+        cubic slopes (harmonic mean of the neighbouring secants; one-sided at the ends)."""
+        sec = (y[1:] - y[:-1]) * N  # (N,) secant slopes, all < 0
+        d = torch.empty_like(y)
+        d[0], d[-1] = sec[0], sec[-1]
+        a, b = sec[:-1], sec[1:]
+        d[1:-1] = torch.where(a * b > 0, 2.0 * a * b / (a + b), torch.zeros_like(a))
+        return d
+
+    def _knots(self, device, dtype):
+        key = (str(device), dtype)
         if key not in self._cache:
-            self._cache[key] = self._logab.to(device)
+            self._cache[key] = (self._logab.to(device, dtype), self._slopes.to(device, dtype))
         return self._cache[key]
+
+    def _hermite(self, t):
+        """(L, dL/dt) of the monotone cubic through the knots, linear beyond [0, 1]."""
+        N = self.num_steps
+        y, d = self._knots(t.device, t.dtype)
+        u = t * N
+        j = torch.floor(u).clamp(0, N - 1).long()
+        f = (u - j.to(t.dtype)).clamp(0.0, 1.0)
+        y0, y1, d0, d1 = y[j], y[j + 1], d[j] / N, d[j + 1] / N
+        f2, f3 = f * f, f * f * f
+        L = (2 * f3 - 3 * f2 + 1) * y0 + (f3 - 2 * f2 + f) * d0 + (3 * f2 - 2 * f3) * y1 + (f3 - f2) * d1
+        dL = ((6 * f2 - 6 * f) * y0 + (3 * f2 - 4 * f + 1) * d0 + (6 * f - 6 * f2) * y1 + (3 * f2 - 2 * f) * d1) * N
+        below, above = t < 0, t > 1
+        L = torch.where(below, y[0] + d[0] * t, torch.where(above, y[N] + d[N] * (t - 1), L))
+        dL = torch.where(below, d[0].expand_as(dL), torch.where(above, d[N].expand_as(dL), dL))
+        return L, dL
 
     def timestep_to_t(self, k):
         """DDPM / diffusers index k in {0..N-1} -> t = (k + 1) / N (float64)."""
@@ -320,12 +358,7 @@ class VP(Process):
     def _log_alpha_bar(self, t):
         """(L, dL/dt) with L = log alpha_bar(t)."""
         if self.discrete:
-            N = self.num_steps
-            knots = self._knots(t.device).to(t.dtype)
-            u = t * N
-            j = torch.floor(u).clamp(0, N - 1).long()
-            lo, hi = knots[j], knots[j + 1]
-            return lo + (u - j.to(t.dtype)) * (hi - lo), N * (hi - lo)
+            return self._hermite(t)
         d = self.beta_max - self.beta_min
         return -(self.beta_min * t + 0.5 * d * t * t), -(self.beta_min + d * t)
 
@@ -352,10 +385,20 @@ class VP(Process):
         nl = torch.log1p(sigma * sigma)  # -log alpha_bar
         if self.discrete:
             N = self.num_steps
-            knots = -self._knots(sigma.device).to(sigma.dtype)  # increasing
-            j = (torch.searchsorted(knots, nl.contiguous()) - 1).clamp(0, N - 1)
-            lo, hi = knots[j], knots[j + 1]
-            return (j.to(sigma.dtype) + (nl - lo) / (hi - lo)) / N
+            y, _ = self._knots(sigma.device, sigma.dtype)
+            target = -nl  # log alpha_bar, decreasing in t
+            j = (torch.searchsorted(-y, nl.contiguous()) - 1).clamp(0, N - 1)
+            # Newton on the monotone cubic of [j / N, (j + 1) / N], started at the linear interpolant
+            # and kept inside the interval (converges to machine precision in a few steps)
+            lo, hi = j.to(sigma.dtype) / N, (j + 1).to(sigma.dtype) / N
+            y0, y1 = y[j], y[j + 1]
+            t = lo + (target - y0) / (y1 - y0) / N
+            for _ in range(8):
+                L, dL = self._hermite(t)
+                t = torch.minimum(torch.maximum(t - (L - target) / dL, lo), hi)
+            # beyond the table: the linear extrapolation of _hermite
+            t = torch.where(target < y[N], 1.0 + (target - y[N]) / self._knots(sigma.device, sigma.dtype)[1][N], t)
+            return torch.where(sigma == 0, torch.zeros_like(t), t)
         if self.schedule == "cosine":
             cs = self.cosine_s
             th0 = cs / (1 + cs) * math.pi / 2
@@ -428,7 +471,7 @@ class EDM(Process):
 
     Training sigmas: ln sigma ~ N(P_mean, P_std^2). Noise label (for non-"edm"
     parameterisations): c_noise = ln(sigma) / 4. Prior N(0, sigma_max^2 I). ``rho`` is the
-    default exponent of the "karras" grid for this process.
+    Karras exponent that ``time_grid(..., "karras", rho=None)`` uses for this process.
     """
 
     name = "edm"
@@ -573,7 +616,7 @@ def _diffusers_timesteps(N: int, n: int, spacing: str, steps_offset: int = 0) ->
     return k
 
 
-def time_grid(process: Process, n: int, kind: str = "karras", rho: float | None = None,
+def time_grid(process: Process, n: int, kind: str = "karras", rho: float | None = 7.0,
               steps_offset: int = 0) -> torch.Tensor:
     """Sampling grid: (n + 1,) float64 times, strictly descending, ending at exactly 0.
 
@@ -591,7 +634,7 @@ def time_grid(process: Process, n: int, kind: str = "karras", rho: float | None 
                 step after k always goes to the NEXT entry of the grid (diffusers' DDIMScheduler
                 uses k - N // n instead, which is wrong for "linspace" and for "trailing" when n
                 does not divide N). "leading" does not start at t_max (e.g. k = 900 for n = 10).
-        rho: Karras exponent (default: process.rho if it has one, else 7).
+        rho: Karras exponent (None: process.rho if it has one, else 7).
         steps_offset: diffusers' ``steps_offset``, added to the "leading" indices.
     """
     n = int(n)

@@ -4,7 +4,8 @@ Every sampler has the signature
 
     sample_xxx(denoiser, x, ts, process, *, generator=None, progress=False, **options) -> x at ts[-1]
 
-* ``denoiser(x_t, t) -> x0_hat``: x_t (B, ...) in x-space, t a (B,) tensor of x's dtype;
+* ``denoiser(x_t, t) -> x0_hat``: x_t (B, ...) in x-space, t a (B,) tensor of x's dtype
+  (float32 for half-precision x);
   e.g. ``lambda x, t: denoise(net, x, t, process, "eps")``.
 * ``x``: the state at ts[0] (drawn from ``process.prior_sample`` for a grid starting at t_max).
 * ``ts``: the time grid (:func:`~genzoo.models.diffusion.process.time_grid`), strictly
@@ -110,8 +111,18 @@ def _coeff_list(process: Process, ts: list[float]) -> list[_C]:
     return [_C(None, t, vals) for t, vals in zip(ts, zip(*cols))]
 
 
+def _odeint():
+    try:
+        from torchdiffeq import odeint
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ConfigError("adaptive ODE sampling and ODE likelihoods need torchdiffeq: pip install torchdiffeq") from None
+    return odeint
+
+
 def _den(denoiser, x: torch.Tensor, t: float) -> torch.Tensor:
-    return denoiser(x, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device))
+    # t in x's dtype, but never below float32 (a bfloat16 t = 0.901 would read 0.902)
+    dt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    return denoiser(x, torch.full((x.shape[0],), t, dtype=dt, device=x.device))
 
 
 def _randn(x: torch.Tensor, generator) -> torch.Tensor:
@@ -266,7 +277,7 @@ def sample_ode_adaptive(denoiser, x, ts, process: Process, *, generator=None, pr
     and ts[-1] are used: it integrates from ts[0] to ``t_end`` (default: process.t_min when
     ts[-1] = 0, else ts[-1]) and, when ts ends at 0, takes the step onto 0 (x = D). NFE
     depends on the tolerances (wrap the denoiser in :class:`CountNFE` to count)."""
-    from torchdiffeq import odeint
+    odeint = _odeint()
 
     ts = _grid(ts)
     if t_end is None:
