@@ -72,6 +72,24 @@ def run(cmd: list[str], log: Path) -> None:
         raise SystemExit(f"command failed (exit {r.returncode}); see {log}")
 
 
+def train_or_resume(table: str, name: str, recipe: str, overrides: list[str]) -> Path:
+    """Train ``recipe`` into OUT_DIR/table/name; resume it if a killed run left checkpoints;
+    do nothing if it already finished. Returns the run folder."""
+    import shutil
+
+    run_dir = OUT_DIR / table / name
+    log = run_dir.parent / f"{name}.log"
+    if (run_dir / "train_summary.json").is_file():
+        return run_dir
+    if (run_dir / "checkpoints").is_dir():
+        run(["train", "--resume", str(run_dir), "--no-progress"], log)
+    else:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run(["train", recipe, *overrides, "--run-dir", str(run_dir), "--no-progress"], log)
+    return run_dir
+
+
 def _fmt(v) -> str:
     if v is None:
         return "-"

@@ -26,13 +26,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import shutil
 import sys
 import time
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _results as R  # noqa: E402
@@ -68,18 +65,7 @@ def _row_name(model, sampler, steps, extra):
 
 
 def train_model(model: str, budget: float) -> Path:
-    run_dir = R.OUT_DIR / TABLE / model
-    log = run_dir.parent / f"{model}.log"
-    if (run_dir / "train_summary.json").is_file():
-        return run_dir
-    if (run_dir / "checkpoints").is_dir():
-        R.run(["train", "--resume", str(run_dir), "--no-progress"], log)
-    else:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        R.run(["train", MODELS[model], "train.steps=1000000", f"train.time_budget={budget:g}",
-               "--run-dir", str(run_dir), "--no-progress"], log)
-    return run_dir
+    return R.train_or_resume(TABLE, model, MODELS[model], ["train.steps=1000000", f"train.time_budget={budget:g}"])
 
 
 def eval_cells(model: str, run_dir: Path, n: int, budget: float, nll_limit: int, note: str) -> None:

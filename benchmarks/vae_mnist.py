@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -51,16 +50,9 @@ R.TABLES[TABLE] = (
 
 
 def run_row(name: str, recipe: str, overrides: list[str], budget: str, k: int, n_samples: int, order: int, note: str = "") -> None:
-    run_dir = R.OUT_DIR / TABLE / name
+    run_dir = R.train_or_resume(TABLE, name, recipe, overrides)
     log = run_dir.parent / f"{name}.log"
     summary = run_dir / "train_summary.json"
-    if not summary.is_file():
-        if (run_dir / "checkpoints").is_dir():
-            R.run(["train", "--resume", str(run_dir), "--no-progress"], log)
-        else:
-            if run_dir.exists():
-                shutil.rmtree(run_dir)
-            R.run(["train", recipe, *overrides, "--run-dir", str(run_dir), "--no-progress"], log)
     s = json.loads(summary.read_text())
     R.run(["eval", str(run_dir), "--metrics", "nll", "--no-progress", "--out", str(run_dir / "elbo.json"), "k=1"], log)
     R.run(["eval", str(run_dir), "--metrics", "nll,fid,kid,pr", "--n-samples", str(n_samples), "--no-progress",
