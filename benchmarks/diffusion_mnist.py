@@ -38,20 +38,34 @@ TABLE = "diffusion_mnist"
 MODELS = {"ddpm": "ddpm", "edm": "edm", "flow": "flow_matching"}
 # (sampler, steps, extra options) per model; NFE from genzoo's samplers.nfe
 CELLS = {
-    "ddpm": [("ddpm", 10, {}), ("ddpm", 100, {}), ("ddpm", 1000, {}), ("ddim", 1, {}), ("ddim", 2, {}), ("ddim", 4, {}),
-             ("ddim", 10, {}), ("ddim", 20, {}), ("ddim", 50, {}), ("ddim", 100, {}), ("heun", 18, {"grid": "karras"}),
-             ("dpmpp_2m", 10, {"grid": "karras"})],
+    # the 1000-step ancestral cell (the reference of the EDM goal) is the dearest: last
+    "ddpm": [("ddim", 1, {}), ("ddim", 2, {}), ("ddim", 4, {}), ("ddim", 10, {}), ("ddim", 20, {}), ("ddim", 50, {}),
+             ("heun", 18, {"grid": "karras"}), ("dpmpp_2m", 10, {"grid": "karras"}), ("ddpm", 10, {}), ("ddpm", 100, {}),
+             ("ddim", 100, {}), ("ddpm", 1000, {})],
     "edm": [("euler", 1, {}), ("euler", 2, {}), ("euler", 4, {}), ("heun", 5, {}), ("euler", 10, {}), ("heun", 10, {}),
             ("euler", 20, {}), ("heun", 18, {}), ("dpmpp_2m", 10, {}), ("euler", 100, {}), ("heun_stochastic", 18, {})],
     "flow": [("euler", 1, {}), ("euler", 2, {}), ("euler", 4, {}), ("euler", 10, {}), ("euler", 20, {}), ("heun", 18, {}),
              ("euler", 100, {}), ("dpmpp_2m", 10, {})],
 }
 
+SAMPLE_PRECISION = "bf16"  # network evaluations under bf16 autocast while sampling (both genzoo and diffusers)
+
+R.TABLES[TABLE + "_speed"] = (
+    "Diffusion training speed: genzoo vs a plain diffusers loop (issue 3)",
+    "Training images/s of `genzoo train ddpm` (1.19 M-parameter UNet, the whole trainer: data, loss, AdamW, "
+    "clip, EMA, logging) and of the diffusers UNet2DModel + DDPMScheduler loop in benchmarks/_diffusers_ref.py "
+    "(1.11 M parameters, same batch 64, same optimiser recipe), measured in alternating rounds so that both see "
+    "the same machine load; best round of each. Goal: ratio >= 1.5.",
+    [("probe", "name"), ("steps / round", "steps_per_round"), ("rounds", "rounds"),
+     ("genzoo img/s", "genzoo_images_per_s"), ("diffusers img/s", "diffusers_images_per_s"), ("ratio", "ratio")],
+)
 R.TABLES[TABLE] = (
     "Diffusion on dequantised MNIST (issue 3)",
     "Each model trained for the budget shown on 2 CPU cores, then sampled with each sampler at each NFE "
-    "(network evaluations per image). FID on genzoo's MNIST classifier features, n samples vs n dequantised "
-    "test images (n in the row), beside the floor FID(test, train) at the same n. NLL: the probability-flow ODE "
+    "(network evaluations per image; the network under bf16 autocast, sampler arithmetic in float32, for genzoo and "
+    "for the diffusers reference alike). FID on genzoo's MNIST classifier features, n samples vs n dequantised "
+    "test images (n in the row), beside the floor FID(test, train) at the same n. genzoo recipes train with "
+    "train.precision=bf16 (autocast); the diffusers reference loop is the plain float32 loop a user would write. NLL: the probability-flow ODE "
     "likelihood in bits/dim (+7 offset for [-1, 1] data), on a fixed random test subset.",
     [("model", "model"), ("budget", "budget"), ("sampler", "sampler"), ("steps", "steps"), ("NFE", "nfe"),
      ("FID", "fid"), ("FID floor", "fid_floor"), ("n", "n"), ("s / image", "sec_per_image"),
@@ -99,7 +113,7 @@ def eval_cells(model: str, run_dir: Path, n: int, budget: float, nll_limit: int,
         name = _row_name(model, sampler, steps, extra)
         if R.done(TABLE, name):
             continue
-        opts = {"sampler": sampler, "steps": steps, **extra}
+        opts = {"sampler": sampler, "steps": steps, "precision": SAMPLE_PRECISION, **extra}
         t0 = time.perf_counter()
         fake = draw_samples(model_obj, n, seed=0, progress=False, batch_size=250, **opts)
         sec = (time.perf_counter() - t0) / n
@@ -113,6 +127,65 @@ def eval_cells(model: str, run_dir: Path, n: int, budget: float, nll_limit: int,
             "command": f"python benchmarks/diffusion_mnist.py --only {model} --budget {budget:g} --n {n}",
         })
         print(f"[{name}] NFE {nfe(sampler, steps)}: FID {m['fid']:.2f} (floor {floor:.2f}), {sec * 1e3:.1f} ms/image", flush=True)
+
+
+def diffusers_reference(budget: float, n: int, note: str) -> None:
+    """The plain diffusers loop (benchmarks/_diffusers_ref.py) for the same budget; FID with DDIM 50 steps."""
+    import _diffusers_ref as D
+    from genzoo.eval import sample_metrics
+    from genzoo.train.run import load_data
+
+    name = "diffusers-ddim-50"
+    if R.done(TABLE, name):
+        return
+    run_dir = R.OUT_DIR / TABLE / "diffusers"
+    summary = D.train(run_dir, budget, log=lambda m: print(m, flush=True))
+    test = load_data({"name": "mnist", "dequantize": "uniform"}, "test")
+    real = test.tensor(seed=0, limit=n)
+    floor_path = R.row_path(TABLE + "_aux", f"floor-{n}")
+    floor = json.loads(floor_path.read_text())["fid_floor"] if floor_path.is_file() else None
+    unet = D.load_ema(run_dir)
+    t0 = time.perf_counter()
+    fake = D.sample(unet, n, 50)
+    sec = (time.perf_counter() - t0) / n
+    m = sample_metrics(fake, real, metrics=("fid",), spec=test.spec)
+    R.write_row(TABLE, name, {
+        "order": 900, "name": name, "model": "diffusers UNet2DModel + DDPMScheduler", "budget": f"{budget / 60:.3g} min",
+        "sampler": "DDIMScheduler", "steps": 50, "nfe": 50, "fid": m["fid"], "fid_floor": floor, "n": n,
+        "sec_per_image": sec, "images_per_s": summary["images_per_s"], "train_steps": summary["steps"],
+        "parameters": summary["parameters"], "note": note,
+        "command": f"python benchmarks/diffusion_mnist.py --only diffusers --budget {budget:g} --n {n}",
+    })
+    print(f"[{name}] FID {m['fid']:.2f}, {summary['images_per_s']} img/s training, {sec * 1e3:.1f} ms/image", flush=True)
+
+
+def throughput_probe(steps: int, note: str, rounds: int = 2) -> None:
+    """Training images/s of genzoo's ddpm recipe (the whole `genzoo train` loop) and of the diffusers loop,
+    measured in alternating short rounds so that both see the same machine load; the best round of each."""
+    import shutil
+    import tempfile
+
+    import _diffusers_ref as D
+
+    name = "probe-train-speed"
+    if steps <= 0 or R.done(TABLE + "_speed", name):
+        return
+    ours, theirs = [], []
+    for r in range(rounds):
+        tmp = Path(tempfile.mkdtemp(prefix="genzoo-probe-"))
+        try:
+            R.run(["train", "ddpm", f"train.steps={steps}", "train.ckpt_every=0", "train.valid_every=0", "train.num_samples=0",
+                   "--run-dir", str(tmp / "g")], tmp / "g.log")
+            ours.append(json.loads((tmp / "g" / "train_summary.json").read_text())["images_per_s"])
+            theirs.append(D.train(tmp / "d", 1e9, max_steps=steps, ckpt_every_s=1e9, log=lambda m: None)["images_per_s"])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"[probe] round {r}: genzoo {ours[-1]} img/s, diffusers {theirs[-1]} img/s", flush=True)
+    R.write_row(TABLE + "_speed", name, {
+        "name": name, "steps_per_round": steps, "rounds": rounds, "genzoo_images_per_s": max(ours),
+        "diffusers_images_per_s": max(theirs), "ratio": max(ours) / max(theirs), "all_genzoo": ours, "all_diffusers": theirs,
+        "note": note, "command": f"python benchmarks/diffusion_mnist.py --only diffusers --probe-steps {steps}",
+    })
 
 
 def plot() -> Path | None:
@@ -152,6 +225,8 @@ def main(argv=None) -> int:
     ap.add_argument("--nll-limit", type=int, default=128, help="test examples for the ODE NLL (0 = skip)")
     ap.add_argument("--cells-only", action="store_true", help="do not train; evaluate runs that exist")
     ap.add_argument("--note", default="", help="recorded with each row")
+    ap.add_argument("--probe-steps", type=int, default=100,
+                    help="steps per round of the interleaved genzoo-vs-diffusers training-speed probe (0 = skip)")
     args = ap.parse_args(argv)
     for model in MODELS:
         if args.only and model not in args.only:
@@ -171,7 +246,8 @@ def main(argv=None) -> int:
         except ImportError:
             print("[diffusers] not installed (pip install diffusers): the reference loop is skipped")
         else:
-            print("[diffusers] reference loop: not yet written (see the issue's note)")
+            diffusers_reference(args.budget, args.n, args.note)
+            throughput_probe(args.probe_steps, args.note)
     print(f"wrote {R.rebuild_results_md()} and {plot()}")
     return 0
 

@@ -51,7 +51,7 @@ class TrainConfig:
     log_every: int = 50               # metrics.csv row every N steps
     sample_every: int = 0             # sample grid PNG every N steps; 0 = only at the end
     num_samples: int = 64             # images in a grid
-    ckpt_every: int = 500             # checkpoint every N steps (and at the end)
+    ckpt_every: int = 500             # checkpoint every N steps (and at the end); 0 = only at the end
     keep_checkpoints: int = 1         # how many checkpoints to keep on disk
     time_budget: float = 0.0          # seconds; stop (and checkpoint) when spent; the lr schedule then
                                       # anneals over whichever ends first, steps or time; 0 = off

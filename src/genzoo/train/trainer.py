@@ -23,6 +23,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,9 @@ class Trainer:
                 kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=self.multi)],
             )
         self.acc = accelerator
+        if cfg.precision == "bf16" and self.acc.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            warnings.warn("train.precision=bf16 on a CPU without native bfloat16 (no AVX512-BF16/AMX): it is emulated "
+                          "and slower than fp32 here; set train.precision=fp32", stacklevel=2)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.is_main = self.acc.is_main_process
         self.raw_model = model
@@ -356,13 +360,14 @@ class Trainer:
             if cfg.sample_every and self.step % cfg.sample_every == 0:
                 self.sample_grid(f"step-{self.step:07d}")
             budget_out = cfg.time_budget > 0 and self.train_time >= cfg.time_budget
-            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or budget_out:
+            if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == cfg.steps or budget_out:
                 self.save()
             if budget_out:
                 stop_reason = f"time budget {cfg.time_budget:g}s"
                 break
         if pbar is not None:
             pbar.close()
+        loop_seconds = time.perf_counter() - t_start  # training throughput excludes the final grid below
         if latest_checkpoint(self.run_dir) is None or int(latest_checkpoint(self.run_dir).name.split("-")[1]) != self.step:
             self.save()
         grid = self.sample_grid(f"step-{self.step:07d}")
@@ -372,7 +377,7 @@ class Trainer:
             "stopped_by": stop_reason,
             "resumed": resumed,
             "train_time_s": round(self.train_time, 2),
-            "images_per_s": round((self.step - start_step) * cfg.batch_size / max(time.perf_counter() - t_start, 1e-9), 1),
+            "images_per_s": round((self.step - start_step) * cfg.batch_size / max(loop_seconds, 1e-9), 1),
             "last_losses": last,
             "processes": self.world,
             "parameters": sum(p.numel() for p in self.raw_model.parameters()),

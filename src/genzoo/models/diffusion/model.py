@@ -66,7 +66,9 @@ DEFAULT_GRID = {"edm": "karras", "vp": "uniform", "vp-cosine": "uniform", "ve": 
 #: alias accepted for the adaptive probability-flow ODE sampler
 SAMPLER_ALIASES = {"ode": "ode_adaptive"}
 #: options of the sample() call itself; each sampler adds its own (eta, S_churn, rtol, ...)
-_SAMPLE_BASE = ("sampler", "steps", "grid", "rho", "guidance", "labels", "temperature", "clamp", "skip_scales", "progress")
+_SAMPLE_BASE = ("sampler", "steps", "grid", "rho", "guidance", "labels", "temperature", "clamp", "skip_scales", "progress",
+                "precision")
+PRECISIONS = ("fp32", "bf16")
 _SAMPLER_SPECIFIC = tuple(dict.fromkeys(o for name in SAMPLERS for o in sampler_options(name)))
 
 
@@ -79,6 +81,20 @@ class _FlatNet(nn.Module):
 
     def forward(self, x, noise_label, cond=None):
         return self.net(x.reshape(x.shape[0], -1), noise_label, cond).reshape(x.shape)
+
+
+class _Autocast(nn.Module):
+    """Evaluates ``net`` under bfloat16 autocast and returns its output in the input's dtype: the
+    network runs in bf16, the sampler's arithmetic (preconditioning, updates) stays in float32."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, noise_label, cond=None):
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+            out = self.net(x, noise_label, cond)
+        return out.to(x.dtype)
 
 
 def _on_device(generator: torch.Generator | None, device) -> torch.Generator | None:
@@ -316,14 +332,19 @@ class Diffusion(GenerativeModel):
             raise ConfigError(f"labels must be in 0..{K - 1} (or {K} = no label), got {y.tolist()[:8]}...")
         return y
 
-    def denoiser(self, labels: torch.Tensor | None = None, guidance: float = 1.0):
+    def denoiser(self, labels: torch.Tensor | None = None, guidance: float = 1.0, precision: str = "fp32"):
         """``D(x_t, t) -> x0_hat`` for the samplers and the likelihood.
 
         labels: (B,) int64 (None: the null label for a conditional model, nothing for an
         unconditional one). guidance w: D_null + w (D_y - D_null); w = 1 (default) is the
         plain conditional denoiser, w = 0 the unconditional one (each then costs one
-        network call; any other w two)."""
+        network call; any other w two). precision "bf16": the network runs under bfloat16
+        autocast (about 2x faster on CPUs with native bf16), everything else in float32."""
+        if precision not in PRECISIONS:
+            raise ConfigError(f"bad precision {precision!r}; valid: {', '.join(PRECISIONS)}")
         net, process, param = self.net, self.process, self.param
+        if precision == "bf16":
+            net = _Autocast(net)
         K = self.num_classes
 
         def uncond(x):
@@ -396,6 +417,8 @@ class Diffusion(GenerativeModel):
             skip_scales: Skip-Tuning (Ma et al. 2024): a float or one float per UNet level
                 multiplying the UNet's skip connections while sampling (UNet only; default 1).
             progress: tqdm bar over the steps (default False).
+            precision: "fp32" (default) | "bf16": network evaluations under bfloat16 autocast
+                (sampler arithmetic stays float32); about 2x faster on CPUs with native bf16.
         Reproducible: the prior draw and then every sampler noise come from ``generator``.
         """
         self.check_options(opts, self.sample_options)
@@ -411,6 +434,7 @@ class Diffusion(GenerativeModel):
         clamp = bool(opts.pop("clamp", True))
         skip_scales = opts.pop("skip_scales", None)
         progress = bool(opts.pop("progress", False))
+        precision = opts.pop("precision", "fp32")
         valid = sampler_options(name)
         for k in opts:
             if k not in valid:
@@ -425,7 +449,7 @@ class Diffusion(GenerativeModel):
         dtype = next(self.parameters()).dtype
         generator = _on_device(generator, dev)
         labels = self._labels(labels_opt, n, dev)
-        D = self.denoiser(labels, 1.0 if guidance is None else float(guidance))
+        D = self.denoiser(labels, 1.0 if guidance is None else float(guidance), precision)
         ts = time_grid(self.process, steps, grid, rho)
         x = self.process.prior_sample((n, *self.shape), generator=generator, device=dev, dtype=dtype) * temperature
         if skip_scales is not None:
