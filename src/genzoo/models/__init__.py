@@ -6,11 +6,13 @@ fast and ``nn/`` / ``models/base`` can be imported without pulling in every fami
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from .base import GenerativeModel  # noqa: F401
 
-#: every family module under genzoo.models; add new families here
-FAMILY_MODULES: list[str] = ["vae", "diffusion"]
+#: every family module under genzoo.models (each module or sub-package but ``base``), found on disk:
+#: a new family registers itself by existing
+FAMILY_MODULES: list[str] = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base" and not m.name.startswith("_"))
 
 
 def load_all() -> None:

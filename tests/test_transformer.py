@@ -1,0 +1,229 @@
+"""The one Transformer (nn/transformer.py), RoPE (nn/rope.py) and the image transformer built on them."""
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import torch
+
+import genzoo
+from genzoo.cli import main
+from genzoo.data.base import DataSpec
+from genzoo.errors import ConfigError, DataError
+from genzoo.nn.rope import RoPE, grid_positions
+from genzoo.nn.transformer import POSITIONS, Transformer, sinusoidal_table
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------ RoPE
+@pytest.mark.parametrize("pairing", ["interleaved", "half"])
+def test_rope_scores_depend_only_on_the_offset(pairing):
+    rope = RoPE(16, pairing=pairing)
+    q, k = torch.randn(16, generator=gen(0), dtype=torch.float64), torch.randn(16, generator=gen(1), dtype=torch.float64)
+    rope = rope.double()
+
+    def score(m, n):
+        return float(rope(q[None], torch.tensor([m])) @ rope(k[None], torch.tensor([n]))[0])
+
+    for m, n, shift in [(0, 3, 7), (5, 2, 11), (10, 10, 40)]:
+        assert score(m, n) == pytest.approx(score(m + shift, n + shift), abs=1e-9)
+    assert score(0, 0) == pytest.approx(float(q @ k), abs=1e-9)  # R_0 = identity
+    assert abs(score(0, 5) - score(0, 6)) > 1e-6  # and it does depend on the offset
+
+
+def test_rope_is_a_rotation_with_the_roformer_pairs():
+    rope = RoPE(4, base=100.0).double()
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0]], dtype=torch.float64)
+    y = rope(x, torch.tensor([2]))
+    th = torch.tensor([1.0, 100.0 ** -0.5], dtype=torch.float64) * 2  # theta_k n, k = 0, 1
+    want = torch.tensor([1 * th[0].cos() - 2 * th[0].sin(), 1 * th[0].sin() + 2 * th[0].cos(),
+                         3 * th[1].cos() - 4 * th[1].sin(), 3 * th[1].sin() + 4 * th[1].cos()], dtype=torch.float64)
+    assert torch.allclose(y[0], want)
+    half = RoPE(4, base=100.0, pairing="half").double()(x[:, [0, 2, 1, 3]], torch.tensor([2]))
+    assert torch.allclose(half[0, [0, 2, 1, 3]], want)  # the same rotation on permuted dimensions
+    assert torch.allclose(y.norm(), x.norm())
+    partial = RoPE(4).double()(torch.arange(6.0, dtype=torch.float64)[None], torch.tensor([3]))
+    assert torch.equal(partial[0, 4:], torch.tensor([4.0, 5.0], dtype=torch.float64))  # beyond dim: untouched
+
+
+def test_rope2d_depends_only_on_the_2d_offset_and_ties_to_1d_on_the_diagonal():
+    rope2, rope1 = RoPE(16, axes=2).double(), RoPE(16).double()
+    q, k = torch.randn(16, generator=gen(2), dtype=torch.float64), torch.randn(16, generator=gen(3), dtype=torch.float64)
+
+    def score(pm, pn):
+        return float(rope2(q[None], torch.tensor([pm])) @ rope2(k[None], torch.tensor([pn]))[0])
+
+    assert score((1, 2), (4, 0)) == pytest.approx(score((6, 9), (9, 7)), abs=1e-9)
+    assert abs(score((0, 0), (1, 0)) - score((0, 0), (0, 1))) > 1e-6  # rows and columns differ
+    # RoPE-Tie: a text token at n placed at (n, n) is rotated exactly as 1-D RoPE at n
+    for n in (0, 3, 17):
+        assert torch.allclose(rope2(q[None], torch.tensor([[n, n]])), rope1(q[None], torch.tensor([n])))
+    assert grid_positions(2, 3).tolist() == [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]
+    with pytest.raises(ValueError, match="axes"):
+        rope2(q[None], torch.tensor([3]))
+
+
+def test_rope_matches_rotary_embedding_torch():
+    rot = pytest.importorskip("rotary_embedding_torch")
+    theirs = rot.RotaryEmbedding(dim=16)
+    x = torch.randn(2, 3, 10, 16, generator=gen(4))
+    ours = RoPE(16)(x, torch.arange(10))
+    assert torch.allclose(ours, theirs.rotate_queries_or_keys(x), atol=1e-5)
+
+
+def test_sinusoidal_table_is_vaswani():
+    t = sinusoidal_table(torch.tensor([0, 3]), 8)
+    assert torch.allclose(t[0], torch.tensor([0.0, 1.0] * 4))
+    assert t[1, 2] == pytest.approx(torch.sin(torch.tensor(3 * 10000 ** (-2 / 8))).item(), abs=1e-6)
+    assert t[1, 3] == pytest.approx(torch.cos(torch.tensor(3 * 10000 ** (-2 / 8))).item(), abs=1e-6)
+
+
+# ------------------------------------------------------------------ Transformer
+def tiny(pos="rope", **kw):
+    torch.manual_seed(0)
+    args = dict(dim=32, depth=2, heads=4, vocab_size=11, max_len=24, pos=pos)
+    if pos == "rope2d":
+        args["grid"] = (4, 6)
+    args.update(kw)
+    return Transformer(**args).eval()
+
+
+@pytest.mark.parametrize("pos", POSITIONS)
+def test_causal_mask_by_autograd(pos):
+    """Changing input i never changes the outputs at positions < i (gradient of output t
+    w.r.t. the input embeddings is exactly zero beyond t)."""
+    net = tiny(pos, vocab_size=None, in_dim=5)
+    x = torch.randn(1, 24, 5, generator=gen(5), requires_grad=True)
+    out = net(x)
+    for t in (0, 7, 23):
+        (g,) = torch.autograd.grad(out[0, t].sum(), x, retain_graph=True)
+        assert g[0, t + 1:].abs().sum() == 0  # nothing after t reaches output t
+        assert g[0, : t + 1].abs().amax(-1).min() > 0  # every input up to t does
+
+
+@pytest.mark.parametrize("pos", POSITIONS)
+def test_kv_cache_matches_the_full_pass(pos):
+    net = tiny(pos)
+    x = torch.randint(0, 11, (3, 24), generator=gen(6))
+    full = net(x)
+    cache = net.new_cache()
+    steps = torch.cat([net(x[:, i:i + 1], cache) for i in range(24)], dim=1)
+    assert torch.allclose(steps, full, atol=1e-5)
+    cache = net.new_cache()  # a prefix, then chunks after it (the masked-chunk path)
+    chunks = torch.cat([net(x[:, :10], cache), net(x[:, 10:13], cache), net(x[:, 13:], cache)], dim=1)
+    assert torch.allclose(chunks, full, atol=1e-5) and cache.length == 24
+
+
+def test_bidirectional_and_errors():
+    net = tiny(causal=False, vocab_size=None, in_dim=3)
+    x = torch.randn(1, 6, 3, generator=gen(7), requires_grad=True)
+    (g,) = torch.autograd.grad(net(x)[0, 0].sum(), x)
+    assert g[0, 5].abs().sum() > 0  # position 0 sees position 5
+    with pytest.raises(ValueError, match="max_len"):
+        tiny()(torch.zeros(1, 25, dtype=torch.long))
+    with pytest.raises(ValueError, match="valid: none, learned"):
+        tiny(pos="alibi")
+    with pytest.raises(ValueError, match="grid"):
+        Transformer(32, 1, 4, vocab_size=3, pos="rope2d")
+    with pytest.raises(ValueError, match="exactly one"):
+        Transformer(32, 1, 4, vocab_size=3, in_dim=4)
+
+
+def test_rope_transformer_is_shift_invariant():
+    """With RoPE and no absolute position, shifting all positions by a constant changes nothing."""
+    net = tiny("rope")
+    x = torch.randint(0, 11, (2, 12), generator=gen(8))
+    assert torch.allclose(net(x), net(x, positions=torch.arange(12) + 100), atol=1e-4)
+
+
+# ------------------------------------------------------------------ image transformer
+def image_model(levels=2, shape=(1, 2, 3), **kw):
+    torch.manual_seed(0)
+    args = dict(shape=shape, levels=levels, dim=16, depth=2, heads=2)
+    args.update(kw)
+    m = genzoo.build("image_transformer", **args)
+    with torch.no_grad():  # a random but non-trivial distribution
+        for p in m.parameters():
+            p.add_(torch.randn(p.shape, generator=gen(9)) * 0.3)
+    return m.eval()
+
+
+@pytest.mark.parametrize("pos", ["rope2d", "learned"])
+def test_binary_probabilities_sum_to_one(pos):
+    m = image_model(pos=pos)
+    xs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=6))).reshape(64, 1, 2, 3)
+    assert torch.logsumexp(m.log_prob(xs), 0).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_grey_level_probabilities_sum_to_one():
+    m = image_model(levels=256, shape=(1, 1, 2))
+    k = torch.tensor(list(itertools.product(range(256), repeat=2)))
+    xs = (-1 + 2 * k.float() / 255).reshape(-1, 1, 1, 2)
+    assert torch.logsumexp(m.log_prob(xs), 0).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_pixel_i_never_changes_the_distribution_of_pixels_up_to_i():
+    m = image_model(shape=(1, 3, 4))
+    x = torch.randint(0, 2, (1, 1, 3, 4), generator=gen(10)).float()
+    base = m.logits(x)
+    for i in range(12):
+        y = x.clone().reshape(-1)
+        y[i] = 1 - y[i]
+        changed = (m.logits(y.reshape(1, 1, 3, 4)) - base).abs().amax(-1)[0]
+        assert changed[: i + 1].max() == 0  # the distributions of pixels 0..i are untouched
+        if i < 11:
+            assert changed[i + 1:].max() > 0
+
+
+def test_sampling_reproducible_cached_equals_uncached_inpainting_temperature():
+    m = image_model(shape=(1, 3, 3))
+    a = m.sample(5, generator=gen(11))
+    assert torch.equal(a, m.sample(5, generator=gen(11)))
+    assert torch.equal(a, m.sample(5, generator=gen(11), use_cache=False))
+    assert set(a.unique().tolist()) <= {0.0, 1.0} and a.shape == (5, 1, 3, 3)
+    obs = torch.randint(0, 2, (5, 1, 3, 3), generator=gen(12)).float()
+    mask = torch.zeros(5, 1, 3, 3, dtype=torch.bool)
+    mask[:, :, :2] = True  # the top two rows observed: complete the bottom row
+    filled = m.sample(5, generator=gen(13), observed=obs, mask=mask)
+    assert torch.equal(filled[mask], obs[mask])
+    cold = m.sample(200, generator=gen(14), temperature=0.05)  # ~ greedy: (nearly) one image
+    assert (cold != cold[0]).float().mean() < 0.05
+    with pytest.raises(ConfigError, match="both observed"):
+        m.sample(2, observed=obs[:2])
+    with pytest.raises(ConfigError, match="temperature"):
+        m.sample(2, temperature=0)
+    with pytest.raises(ConfigError, match="unknown sample option"):
+        m.sample(2, steps=3)
+
+
+def test_image_transformer_data_checks():
+    m = image_model(shape=(1, 28, 28))
+    with pytest.raises(ConfigError, match="binarize=static"):
+        m.check_data(DataSpec("mnist", "image", (1, 28, 28), value_range=(-1.0, 1.0), levels=256))
+    m.check_data(DataSpec("mnist", "image", (1, 28, 28), value_range=(0.0, 1.0), discrete="binary", levels=2))
+    g = image_model(levels=256, shape=(1, 28, 28))
+    with pytest.raises(ConfigError, match="un-dequantised"):
+        g.check_data(DataSpec("mnist", "image", (1, 28, 28), value_range=(-1.0, 1.0), dequantization="uniform", levels=256))
+    with pytest.raises(DataError, match="not on that grid"):
+        image_model().log_prob(torch.full((1, 1, 2, 3), 0.5))
+    with pytest.raises(ConfigError, match="one-channel"):
+        genzoo.build("image_transformer", shape=(3, 8, 8))
+
+
+def test_cli_train_sample_eval_on_digits(tmp_path):
+    d = tmp_path / "run"
+    assert main(["train", "image_transformer", "data.name=digits", "data.binarize=static", "model.dim=16", "model.depth=1",
+                 "train.steps=30", "train.batch_size=16", "train.num_samples=4", "train.ckpt_every=0",
+                 "train.valid_every=0", "train.log_every=10", "--run-dir", str(d), "--no-progress"]) == 0
+    s = json.loads((d / "train_summary.json").read_text())
+    assert s["steps"] == 30 and s["model"] == "ImageTransformer"
+    out = tmp_path / "m.json"
+    assert main(["eval", str(d), "--metrics", "nll", "--limit", "20", "--no-progress", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())["nll"]
+    assert r["likelihood"] == "exact" and 0 < r["nll_nats"] < 64 * 0.7  # below the uniform 64 ln 2 after training
+    o = tmp_path / "s.npy"
+    assert main(["sample", str(d), "--n", "3", "--out", str(o), "temperature=0.9"]) == 0
