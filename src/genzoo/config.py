@@ -38,8 +38,8 @@ class TrainConfig:
     steps: int = 2000                 # optimisation steps (one step = one global batch per player)
     batch_size: int = 128             # global batch (split across processes)
     lr: float = 1e-3
-    optimizer: str = "adam"           # adam | adamw | sgd
-    betas: tuple = (0.9, 0.999)
+    optimizer: str = "adam"           # adam | adamw | sgd | lion (Chen et al. 2023; decoupled weight decay)
+    betas: tuple = ()                 # () = the optimiser's default: adam/adamw (0.9, 0.999), lion (0.9, 0.99)
     weight_decay: float = 0.0
     schedule: str = "constant"        # constant | cosine | linear (after warm-up)
     warmup_steps: int = 0             # linear learning-rate warm-up from 0
@@ -206,8 +206,10 @@ def resolve(cfg: dict) -> dict:
                 f"unknown key data.{k} for data set {data['name']!r}{did_you_mean(k, valid)}; valid keys: {', '.join(valid) or '(none)'}"
             )
     train = _dataclass_section(TrainConfig, cfg.get("train") or {}, "train")
-    if train.optimizer not in ("adam", "adamw", "sgd"):
-        raise ConfigError(f"bad value for train.optimizer: {train.optimizer!r}; valid: adam, adamw, sgd")
+    if train.optimizer not in ("adam", "adamw", "sgd", "lion"):
+        raise ConfigError(f"bad value for train.optimizer: {train.optimizer!r}; valid: adam, adamw, sgd, lion")
+    if train.betas and (len(train.betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in train.betas)):
+        raise ConfigError(f"bad value for train.betas: {list(train.betas)}; give two numbers in [0, 1), e.g. [0.9, 0.99]")
     if train.schedule not in ("constant", "cosine", "linear"):
         raise ConfigError(f"bad value for train.schedule: {train.schedule!r}; valid: constant, cosine, linear")
     if train.precision not in ("fp32", "bf16"):
