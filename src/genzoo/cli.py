@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("run_dir")
     q.add_argument("options", nargs="*", metavar="key=value", help="model.sample options")
     q.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    q.add_argument("--out", default=None, help="output: .png grid (default RUN_DIR/sample.png), or .npy/.npz array")
+    q.add_argument("--out", default=None, help="output: .png grid (default RUN_DIR/sample.png), .npy/.npz array, or "
+                   ".txt for text models (default RUN_DIR/sample.txt; also printed)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
 
@@ -195,8 +196,17 @@ def cmd_sample(args) -> int:
     opts.update(dict(parse_overrides(args.options)))
     model.check_options(opts, model.sample_options)
     x = draw_samples(model, args.n, seed=args.seed, progress=args.n > 500, **opts)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "sample.png"
-    if out.suffix == ".npy":
+    out = Path(args.out) if args.out else Path(args.run_dir) / ("sample.txt" if spec.kind == "text" else "sample.png")
+    if out.suffix == ".txt":
+        if spec.kind != "text":
+            raise ConfigError("only text samples can be written as .txt; use --out FILE.png or .npy")
+        from .train.run import load_data
+
+        vocab = load_data(cfg["data"], "train").vocab
+        text = "\n\n-----\n\n".join("".join(vocab[int(i)] for i in row) for row in x.long())
+        out.write_text(text + "\n")
+        print(text)
+    elif out.suffix == ".npy":
         np.save(out, x.numpy())
     elif out.suffix == ".npz":
         np.savez_compressed(out, samples=x.numpy())
@@ -205,7 +215,7 @@ def cmd_sample(args) -> int:
             raise ConfigError("text samples cannot be a PNG; use --out FILE.npy")
         save_samples(x, out, spec)
     else:
-        raise ConfigError(f"--out must end in .png, .npy or .npz, got {out.name!r}")
+        raise ConfigError(f"--out must end in .png, .npy, .npz or (text) .txt, got {out.name!r}")
     print(f"wrote {args.n} samples ({model.loaded_from['weights']} weights, step {model.loaded_from['step']}) to {out}")
     return 0
 

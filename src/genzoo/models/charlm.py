@@ -1,0 +1,178 @@
+"""A character-level language model on genzoo's one Transformer, and NBCE decoding.
+
+Papers
+------
+* Radford et al. 2019 (GPT-2) / Karpathy's nanoGPT ``shakespeare_char``: a decoder-only
+  Transformer trained by next-character cross-entropy,
+
+      log p(x_1 .. x_T) = sum_t log p(x_t | x_<t),     bits/char = -log p / (T ln 2).
+
+  Here the block is preceded by a BOS token, so log p is the exact probability of the whole
+  block (the first character is predicted too); nanoGPT's validation loss is the same
+  per-character cross-entropy (without the first character's term).
+* Su 2023, "NBCE: Naive Bayes-based Context Extension" (kexue.fm/archives/9617): to condition
+  on more text than fits in the context, split it into contexts S_1 .. S_n and, at each
+  decoding step, combine the next-token distributions p(T | S_k) by Naive Bayes,
+  log p(T | S_1..S_n) = sum_k log p(T | S_k) - (n - 1) log p(T) + const, generalised to
+
+      log p(T | S_1..S_n) = (1 + beta) log p(T | S_k*) - beta log p(T),
+      k* = the context whose prediction has the lowest entropy,  beta = 0.25,
+
+  p(T) being the prediction without any context. With one context the Naive Bayes
+  correction vanishes (its coefficient n - 1 = 0) and :func:`nbce_generate` is plain decoding.
+
+Every component of the Transformer (position encoding, attention kind, norm) is a model
+argument, so `genzoo train charlm model.pos=sinusoidal` switches it from the command line.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError, DataError
+from ..nn.transformer import ATTENTIONS, NORMS, POSITIONS, KVCache, Transformer
+from ..registry import register
+from .base import GenerativeModel
+
+
+def _pick(logits: torch.Tensor, temperature: float, top_k: int, generator) -> torch.Tensor:
+    """(B, V) logits -> (B,) ids drawn from softmax(logits / T) restricted to the top_k (0 = all)."""
+    logits = logits.float() / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+@register("charlm", family="autoregressive",
+          paper="Radford et al. 2019 (GPT-2) / nanoGPT shakespeare_char; Su 2023 (NBCE decoding)",
+          summary="character-level decoder-only Transformer; every Transformer part a switch; bits/char")
+class CharLM(GenerativeModel):
+    likelihood = "exact"
+    discrete_likelihood = True
+    sample_options = ("length", "temperature", "top_k", "prompt", "progress")
+
+    def __init__(self, vocab_size: int = 65, shape=(256,), dim: int = 128, depth: int = 4, heads: int = 4,
+                 pos: str = "rope", rope_pairing: str = "interleaved", rope_base: float = 10000.0,
+                 attention: str = "softmax", norm: str = "layernorm", mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 max_len: int = 0):
+        """vocab_size and shape (block_size,) come from the data; max_len: the longest sequence
+        the model may see (0 = the block size for pos="learned", 8192 otherwise, so that
+        evaluation at longer contexts works for the relative / rotary encodings)."""
+        super().__init__()
+        for name, value, valid in (("pos", pos, POSITIONS), ("attention", attention, ATTENTIONS), ("norm", norm, NORMS)):
+            if value not in valid:
+                raise ConfigError(f"unknown charlm {name} {value!r}; valid: {', '.join(valid)}")
+        if pos == "rope2d":
+            raise ConfigError("charlm is a 1-D sequence model; use pos=rope (rope2d is for image grids)")
+        self.shape = (int(shape[0]),)
+        self.vocab_size = int(vocab_size)
+        max_len = int(max_len) or (self.shape[0] if pos == "learned" else 8192)
+        try:
+            self.net = Transformer(dim, depth, heads, vocab_size=vocab_size + 1, out_dim=vocab_size, causal=True,
+                                   max_len=max_len, pos=pos, rope_base=rope_base, rope_pairing=rope_pairing,
+                                   attention=attention, norm=norm, mlp_ratio=mlp_ratio, dropout=dropout)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+        self.bos = vocab_size
+
+    def check_data(self, spec) -> None:
+        if spec.discrete != "tokens":
+            raise ConfigError(f"charlm models token sequences but {spec.name!r} is {spec.kind} data; use data.name=shakespeare")
+        if int(spec.vocab_size) != self.vocab_size:
+            raise ConfigError(f"charlm was built for vocab_size={self.vocab_size} but {spec.name!r} has "
+                              f"{spec.vocab_size} tokens; drop model.vocab_size to take it from the data")
+
+    def _check_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype not in (torch.int64, torch.int32) or x.ndim != 2:
+            raise DataError(f"charlm expects (B, T) int64 token ids, got {tuple(x.shape)} {x.dtype}")
+        if bool(((x < 0) | (x >= self.vocab_size)).any()):
+            raise DataError(f"token ids must be in 0..{self.vocab_size - 1}")
+        return x.long()
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids -> (B, T, V): logits of p(x_t | x_<t) (position 0 conditioned on BOS only)."""
+        x = self._check_tokens(x)
+        inp = torch.cat((torch.full_like(x[:, :1], self.bos), x[:, :-1]), dim=1)
+        return self.net(inp)
+
+    def log_prob(self, x: torch.Tensor, **opts) -> torch.Tensor:
+        """log p(block) in nats, (B,); bits/char = -log_prob / (T ln 2)."""
+        self.check_options(opts, (), what="log_prob")
+        logp = F.log_softmax(self.logits(x).float(), dim=-1)
+        return logp.gather(-1, x.long()[..., None]).squeeze(-1).sum(-1)
+
+    def loss(self, batch, **kwargs) -> dict[str, torch.Tensor]:
+        self.check_options(kwargs, (), what="loss")
+        nll = -self.log_prob(batch) / batch.shape[1]
+        loss = nll.mean()
+        return {"loss": loss, "bits_per_char": loss.detach() / 0.6931471805599453}
+
+    # -- decoding ---------------------------------------------------------------------------------
+    def next_logits(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Feed (B, t) new tokens into ``cache`` (create it with ``self.net.new_cache()`` and feed
+        the BOS first); returns the (B, V) logits of the next token."""
+        return self.net(tokens, cache)[:, -1]
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+        """(n, length) token ids, continuing ``prompt`` (a list of ids, or (n, P) ids; default none).
+
+        Options: length (new tokens, default the block size), temperature (default 1), top_k
+        (0 = all), prompt, progress. KV-cached: one one-token pass per new character."""
+        self.check_options(opts, self.sample_options)
+        length = int(opts.get("length", self.shape[0]))
+        T, k = float(opts.get("temperature", 1.0)), int(opts.get("top_k", 0))
+        if T <= 0 or length < 1 or k < 0:
+            raise ConfigError(f"need temperature > 0, length >= 1, top_k >= 0; got {T}, {length}, {k}")
+        dev = self.device
+        prompt = opts.get("prompt")
+        prompt = torch.zeros(n, 0, dtype=torch.long) if prompt is None else torch.as_tensor(prompt, dtype=torch.long)
+        if prompt.ndim == 1:
+            prompt = prompt[None].expand(n, -1)
+        prompt = self._check_tokens(prompt.to(dev)) if prompt.shape[1] else prompt.to(dev)
+        cache = self.net.new_cache()
+        logits = self.next_logits(torch.cat((torch.full((n, 1), self.bos, dtype=torch.long, device=dev), prompt), 1), cache)
+        from tqdm.auto import tqdm
+
+        out = []
+        for _ in tqdm(range(length), desc="tokens", disable=not opts.get("progress", False), leave=False):
+            tok = _pick(logits, T, k, generator)
+            out.append(tok)
+            if len(out) < length:
+                logits = self.next_logits(tok[:, None], cache)
+        return torch.stack(out, dim=1)
+
+
+@torch.no_grad()
+def nbce_generate(model, contexts: list, length: int, *, beta: float = 0.25, temperature: float = 1.0, top_k: int = 0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """NBCE decoding (Su 2023) for any genzoo autoregressive sequence model with ``net``
+    (a genzoo Transformer), ``bos`` and ``next_logits`` (e.g. :class:`CharLM`).
+
+    contexts: a list of 1-D token-id tensors (each fits the model's context); returns the
+    (length,) generated ids. Each step: next-token log-probs under every context and under no
+    context; k* = the context of lowest entropy; logits = (1 + beta) log p(.|S_k*) - beta log p(.)
+    (for one context: plain decoding, see the module docstring)."""
+    if not contexts:
+        raise ConfigError("nbce_generate needs at least one context")
+    dev = model.device
+    bos = torch.full((1, 1), model.bos, dtype=torch.long, device=dev)
+    caches = [model.net.new_cache() for _ in range(len(contexts) + 1)]  # [no context, S_1, ..., S_n]
+    seqs = [bos] + [torch.cat((bos, torch.as_tensor(c, dtype=torch.long, device=dev)[None]), 1) for c in contexts]
+    logits = [model.next_logits(s, c) for s, c in zip(seqs, caches)]
+    out = []
+    for _ in range(length):
+        logp = torch.stack([F.log_softmax(lg.float(), -1)[0] for lg in logits])  # (n + 1, V)
+        if len(contexts) == 1:
+            combined = logp[1]
+        else:
+            entropy = -(logp[1:].exp() * logp[1:]).sum(-1)
+            best = 1 + int(entropy.argmin())
+            combined = (1 + beta) * logp[best] - beta * logp[0]
+        tok = _pick(combined[None], temperature, top_k, generator)
+        out.append(int(tok))
+        if len(out) < length:
+            logits = [model.next_logits(tok[:, None], c) for c in caches]
+    return torch.tensor(out, dtype=torch.long)
