@@ -12,6 +12,8 @@ from genzoo.cli import main
 from genzoo.data.base import DataSpec
 from genzoo.errors import ConfigError, DataError
 from genzoo.nn.rope import RoPE, grid_positions
+from genzoo.nn.attention import vq_attention_reference
+from genzoo.nn.positions import GeneralRoPE, hierarchical_extend, rope_generator, t5_bucket
 from genzoo.nn.transformer import POSITIONS, Transformer, sinusoidal_table
 
 
@@ -92,11 +94,16 @@ def tiny(pos="rope", **kw):
     return Transformer(**args).eval()
 
 
-@pytest.mark.parametrize("pos", POSITIONS)
-def test_causal_mask_by_autograd(pos):
+#: every (position, attention) pair that the Transformer accepts
+VARIANTS = [(p, "softmax") for p in POSITIONS] + [(p, "linear") for p in ("none", "sinusoidal", "rope", "rope2d", "rope-general")] \
+    + [(p, "vq") for p in ("none", "learned", "sinusoidal")]
+
+
+@pytest.mark.parametrize("pos,attention", VARIANTS)
+def test_causal_mask_by_autograd(pos, attention):
     """Changing input i never changes the outputs at positions < i (gradient of output t
     w.r.t. the input embeddings is exactly zero beyond t)."""
-    net = tiny(pos, vocab_size=None, in_dim=5)
+    net = tiny(pos, vocab_size=None, in_dim=5, attention=attention, vq_block=5)
     x = torch.randn(1, 24, 5, generator=gen(5), requires_grad=True)
     out = net(x)
     for t in (0, 7, 23):
@@ -105,9 +112,9 @@ def test_causal_mask_by_autograd(pos):
         assert g[0, : t + 1].abs().amax(-1).min() > 0  # every input up to t does
 
 
-@pytest.mark.parametrize("pos", POSITIONS)
-def test_kv_cache_matches_the_full_pass(pos):
-    net = tiny(pos)
+@pytest.mark.parametrize("pos,attention", VARIANTS)
+def test_kv_cache_matches_the_full_pass(pos, attention):
+    net = tiny(pos, attention=attention, vq_block=5)
     x = torch.randint(0, 11, (3, 24), generator=gen(6))
     full = net(x)
     cache = net.new_cache()
@@ -124,7 +131,8 @@ def test_bidirectional_and_errors():
     (g,) = torch.autograd.grad(net(x)[0, 0].sum(), x)
     assert g[0, 5].abs().sum() > 0  # position 0 sees position 5
     with pytest.raises(ValueError, match="max_len"):
-        tiny()(torch.zeros(1, 25, dtype=torch.long))
+        tiny("learned")(torch.zeros(1, 25, dtype=torch.long))
+    assert tiny("rope")(torch.zeros(1, 40, dtype=torch.long)).shape == (1, 40, 11)  # rotary: no table to outgrow
     with pytest.raises(ValueError, match="valid: none, learned"):
         tiny(pos="alibi")
     with pytest.raises(ValueError, match="grid"):
@@ -138,6 +146,105 @@ def test_rope_transformer_is_shift_invariant():
     net = tiny("rope")
     x = torch.randint(0, 11, (2, 12), generator=gen(8))
     assert torch.allclose(net(x), net(x, positions=torch.arange(12) + 100), atol=1e-4)
+
+
+def test_logn_scaling_changes_nothing_up_to_the_training_length():
+    net = tiny("rope")
+    x = torch.randint(0, 11, (2, 24), generator=gen(20))
+    plain = net(x)
+    net.set_logn(10)
+    scaled = net(x)
+    assert torch.equal(scaled[:, :10], plain[:, :10])  # queries that see <= 10 keys: factor 1
+    assert not torch.allclose(scaled[:, 11:], plain[:, 11:])
+    cache = net.new_cache()
+    assert torch.allclose(torch.cat([net(x[:, i:i + 1], cache) for i in range(24)], 1), scaled, atol=1e-5)
+    with pytest.raises(ValueError, match="softmax"):
+        tiny("rope", attention="linear").set_logn(10)
+
+
+def test_t5_buckets_and_shaw_logits_by_hand():
+    rel = torch.tensor([0, -1, -15, -16, -40, -127, -500, 3])
+    b = t5_bucket(rel, causal=True, num_buckets=32, max_distance=128)
+    assert b[:4].tolist() == [0, 1, 15, 16]  # exact buckets below 16
+    assert 16 < b[4] < 31 and b[5] == 31 and b[6] == 31 and b[7] == 0  # log buckets, capped; future -> 0
+    assert t5_bucket(torch.tensor([3, -3]), causal=False).tolist()[0] != t5_bucket(torch.tensor([3, -3]), causal=False).tolist()[1]
+    net = tiny("shaw", relative_distance=2, depth=1)
+    att = net.blocks[0].attn
+    x = torch.randn(1, 6, 32, generator=gen(21))
+    B, T = 1, 6
+    q, k, v = att.qkv(x).view(B, T, 3, 4, 8).permute(2, 0, 3, 1, 4)
+    wK, wV = att.shaw.key.weight, att.shaw.value.weight
+    y = torch.zeros(B, 4, T, 8)
+    for i in range(T):  # Shaw et al. eq. 3-5 with a causal mask, one position at a time
+        r = [min(max(j - i, -2), 2) + 2 for j in range(i + 1)]
+        e = torch.stack([(q[0, :, i] * (k[0, :, j] + wK[r[j]])).sum(-1) for j in range(i + 1)], -1) / 8 ** 0.5
+        a = e.softmax(-1)
+        y[0, :, i] = sum(a[:, j, None] * (v[0, :, j] + wV[r[j]]) for j in range(i + 1))
+    want = att.proj(y.transpose(1, 2).reshape(1, T, -1))
+    assert torch.allclose(att(x, torch.arange(T), torch.arange(T)), want, atol=1e-5)
+
+
+def test_general_rope_is_relative_and_defaults_to_rope():
+    g = GeneralRoPE(8, learnable=True)
+    with torch.no_grad():
+        g.A.add_(torch.randn(8, 8, generator=gen(22)) * 0.3)  # a generic skew-symmetric generator
+    R = g.matrices(torch.tensor([3, 7, 4]))
+    assert torch.allclose(R[0].T @ R[1], R[2], atol=1e-9)  # R_m^T R_n = R_{n-m}
+    assert torch.allclose(R[0].T @ R[0], torch.eye(8, dtype=torch.float64), atol=1e-9)
+    x = torch.randn(2, 5, 8, generator=gen(23))
+    assert torch.allclose(GeneralRoPE(8)(x, torch.arange(5)), RoPE(8)(x, torch.arange(5)), atol=1e-5)
+    B = rope_generator(4)
+    assert torch.allclose(B, -B.T)
+
+
+def test_hierarchical_extension_keeps_the_trained_positions():
+    table = torch.randn(5, 3, generator=gen(24), dtype=torch.float64)
+    ext = hierarchical_extend(table, 25, alpha=0.4)
+    assert torch.allclose(ext[:5], table)
+    u = (table - 0.4 * table[:1]) / 0.6
+    assert torch.allclose(ext[2 * 5 + 3], 0.4 * u[2] + 0.6 * u[3])
+    with pytest.raises(ValueError, match="n\\^2"):
+        hierarchical_extend(table, 26)
+    net = tiny("learned")
+    x = torch.randint(0, 11, (1, 24), generator=gen(25))
+    before = net(x)
+    net.extend_positions(100)
+    assert torch.allclose(net(x), before, atol=1e-6) and net(torch.zeros(1, 100, dtype=torch.long)).shape == (1, 100, 11)
+    with pytest.raises(ValueError, match="learned"):
+        tiny("rope").extend_positions(100)
+
+
+def test_linear_attention_equals_its_quadratic_formula():
+    net = tiny("rope", attention="linear", depth=1)
+    att = net.blocks[0].attn
+    x = torch.randn(2, 7, 32, generator=gen(26))
+    B, T = 2, 7
+    q, k, v = att.qkv(x).view(B, T, 3, 4, 8).permute(2, 0, 3, 1, 4)
+    fq, fk = torch.nn.functional.elu(q) + 1, torch.nn.functional.elu(k) + 1
+    rq, rk = att.rope(fq, torch.arange(T)), att.rope(fk, torch.arange(T))
+    num = (rq @ rk.transpose(-1, -2)).tril() @ v  # sum_{j<=i} (R_i phi(q_i))^T (R_j phi(k_j)) v_j
+    den = (fq @ fk.transpose(-1, -2)).tril().sum(-1, keepdim=True)
+    want = att.proj((num / den).transpose(1, 2).reshape(B, T, -1))
+    assert torch.allclose(att(x, torch.arange(T), torch.arange(T)), want, atol=1e-5)
+
+
+def test_transformer_vq_block_form_and_cache_equal_quadratic_attention():
+    net = tiny("none", attention="vq", depth=1, vq_codes=8, vq_block=4)
+    att = net.blocks[0].attn
+    x = torch.randn(2, 11, 32, generator=gen(27))  # 11 = 2 full blocks + a padded one
+    ref = vq_attention_reference(att, x)
+    assert torch.allclose(att(x, torch.arange(11), torch.arange(11)), ref, atol=1e-5)
+    state = {}
+    steps = torch.cat([att(x[:, i:i + 1], torch.tensor([i]), torch.tensor([i]), state) for i in range(11)], 1)
+    assert torch.allclose(steps, ref, atol=1e-5)
+    assert state["n"].sum() == 2 * 4 * 11 and state["U"].shape == (2, 4, 8, 8)  # the cache is O(S d), not O(T)
+    assert att.aux_loss > 0
+    net.train()
+    before = att.vq.codebook.clone()
+    net(torch.randint(0, 11, (2, 11), generator=gen(28)))
+    assert not torch.equal(before, att.vq.codebook)  # EMA codebook step in training mode
+    with pytest.raises(ValueError, match="Transformer-VQ"):
+        tiny("rope", attention="vq")
 
 
 # ------------------------------------------------------------------ image transformer

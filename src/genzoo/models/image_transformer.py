@@ -123,7 +123,7 @@ class ImageTransformer(GenerativeModel):
         """Cross-entropy in nats per pixel (the optimised loss) and nats per image (logged)."""
         self.check_options(kwargs, (), what="loss")
         nll = -self.log_prob(batch)
-        return {"loss": nll.mean() / self.D, "nll": nll.mean().detach()}
+        return {"loss": nll.mean() / self.D + self.net.aux_loss, "nll": nll.mean().detach()}
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:

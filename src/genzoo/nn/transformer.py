@@ -17,6 +17,9 @@ Papers and what is taken from each
   ``pos="rope2d"`` for raster-scanned image grids; see :mod:`genzoo.nn.rope`).
 * KV cache (standard incremental decoding): keys and values of past positions are kept per
   layer, so sampling T tokens costs O(T) network passes of one token each, not O(T^2).
+* Relative encodings (Shaw et al. 2018; T5), general RoPE exp(n B), the hierarchical extension
+  of a learned table: :mod:`genzoo.nn.positions`. Attention kinds (softmax with log-n scaling,
+  linear with RoPE, Transformer-VQ): :mod:`genzoo.nn.attention`.
 
 Shapes: ``forward(x, cache=None, positions=None)``; x is (B, T) int64 token ids when the
 Transformer was built with ``vocab_size`` (else (B, T, in_dim) vectors); returns (B, T, out_dim).
@@ -26,24 +29,15 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .attention import ATTENTIONS, Attention
+from .positions import GeneralRoPE, ShawRelative, T5Bias, hierarchical_extend, sinusoidal_table
 from .rope import PAIRINGS, RoPE, grid_positions
 
-POSITIONS = ("none", "learned", "sinusoidal", "rope", "rope2d")
-ATTENTIONS = ("softmax",)
+POSITIONS = ("none", "learned", "sinusoidal", "rope", "rope2d", "rope-general", "shaw", "t5")
 NORMS = ("layernorm", "rmsnorm")
-
-
-def sinusoidal_table(positions: torch.Tensor, dim: int, base: float = 10000.0) -> torch.Tensor:
-    """(T,) positions -> (T, dim): Vaswani et al.'s sin/cos encoding (sin on even, cos on odd dims)."""
-    pos = positions.to(torch.float64)[:, None]
-    inv = base ** (-torch.arange(0, dim, 2, dtype=torch.float64, device=pos.device) / dim)
-    out = torch.zeros(pos.shape[0], dim, dtype=torch.float64, device=pos.device)
-    out[:, 0::2] = torch.sin(pos * inv)
-    out[:, 1::2] = torch.cos(pos * inv)[:, : dim // 2]
-    return out.float()
+_ROTARY = ("rope", "rope2d", "rope-general")
 
 
 class RMSNorm(nn.Module):
@@ -59,64 +53,25 @@ class RMSNorm(nn.Module):
 
 
 class KVCache:
-    """Per-layer past keys/values for incremental decoding. ``length`` = positions already seen."""
+    """Per-layer decoding state (keys/values for softmax attention, running sums for linear
+    attention, code sums for Transformer-VQ); ``length`` = positions already seen."""
 
     def __init__(self, depth: int):
-        self.k: list[torch.Tensor | None] = [None] * depth
-        self.v: list[torch.Tensor | None] = [None] * depth
+        self.layers: list[dict] = [{} for _ in range(depth)]
         self.length = 0
-
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.k[layer] is not None:
-            k = torch.cat((self.k[layer], k), dim=2)
-            v = torch.cat((self.v[layer], v), dim=2)
-        self.k[layer], self.v[layer] = k, v
-        return k, v
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention (PyTorch SDPA), causal or not, with optional RoPE and KV cache."""
-
-    def __init__(self, dim: int, heads: int, *, causal: bool, rope: RoPE | None = None, dropout: float = 0.0):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
-        self.heads, self.head_dim, self.causal, self.rope, self.dropout = heads, dim // heads, causal, rope, dropout
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, layer: int = 0, cache: KVCache | None = None) -> torch.Tensor:
-        B, T, _ = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # each (B, H, T, dh)
-        if self.rope is not None:
-            q, k = self.rope(q, positions), self.rope(k, positions)
-        past = 0
-        if cache is not None:
-            past = 0 if cache.k[layer] is None else cache.k[layer].shape[2]
-            k, v = cache.append(layer, k, v)
-        mask, is_causal = None, False
-        if self.causal and T > 1:
-            if past == 0:
-                is_causal = True
-            else:  # a chunk after a cached prefix: query i sees keys 0 .. past + i
-                i = torch.arange(T, device=x.device)[:, None] + past
-                mask = torch.arange(past + T, device=x.device)[None, :] <= i
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, *, causal: bool, rope: RoPE | None, mlp_ratio: float, dropout: float, norm: str):
+    def __init__(self, dim: int, attn: Attention, *, mlp_ratio: float, dropout: float, norm: str):
         super().__init__()
         Norm = nn.LayerNorm if norm == "layernorm" else RMSNorm
         self.norm1, self.norm2 = Norm(dim), Norm(dim)
-        self.attn = Attention(dim, heads, causal=causal, rope=rope, dropout=dropout)
+        self.attn = attn
         hidden = int(mlp_ratio * dim)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.Dropout(dropout))
 
-    def forward(self, x, positions, layer=0, cache=None):
-        x = x + self.attn(self.norm1(x), positions, layer, cache)
+    def forward(self, x, positions, index, state=None):
+        x = x + self.attn(self.norm1(x), positions, index, state)
         return x + self.mlp(self.norm2(x))
 
 
@@ -129,23 +84,33 @@ class Transformer(nn.Module):
         in_dim: input vector size when ``vocab_size`` is None.
         out_dim: output size per position (logits over a vocabulary, or vectors).
         causal: position t attends to positions <= t only (decoder); False = bidirectional.
-        max_len: longest sequence (the learned position table's size; checked for every kind
-            of absolute position so that a too-long input fails with a clear message).
-        pos: "none" | "learned" | "sinusoidal" (added to the input) | "rope" | "rope2d"
-            (queries and keys rotated; "rope2d" needs ``grid=(H, W)`` and places sequence
-            index i at the i-th cell of the raster-scanned grid).
+        max_len: longest sequence (the learned position table's size; a longer input fails with
+            a clear message; :meth:`extend_positions` extends a learned table).
+        pos: "none" | "learned" | "sinusoidal" (added to the input) | "rope" | "rope2d" |
+            "rope-general" (queries and keys rotated; "rope2d" needs ``grid=(H, W)`` and places
+            sequence index i at the i-th cell of the raster-scanned grid) | "shaw" | "t5"
+            (relative, inside the attention).
         rope_base, rope_pairing: theta_k = base^(-2k/d_head); "interleaved" (default,
             RoFormer) or "half" (LLaMA) pairs (see :mod:`genzoo.nn.rope`).
         grid: (H, W) of the raster-scanned grid for ``pos="rope2d"``.
-        attention: "softmax" (the only kind so far).
+        attention: "softmax" | "linear" | "vq" (see :mod:`genzoo.nn.attention`).
+        logn_len: 0 = off; else softmax logits of a query that sees n keys are scaled by
+            max(1, log n / log logn_len) (Su's entropy-invariant scaling; set it to the
+            training length; it changes nothing up to that length).
+        relative_distance: Shaw's clipping distance k / T5's max_distance.
+        vq_codes, vq_block: Transformer-VQ codebook size S per head and block length L.
         norm: "layernorm" | "rmsnorm".
         mlp_ratio, dropout: MLP width factor; dropout in attention and MLP.
+
+    After a forward pass, ``aux_loss`` holds the sum of the layers' auxiliary losses (the
+    Transformer-VQ commitment losses; 0 otherwise): a model adds it to its loss.
     """
 
     def __init__(self, dim: int = 128, depth: int = 4, heads: int = 4, *, vocab_size: int | None = None,
                  in_dim: int | None = None, out_dim: int | None = None, causal: bool = True, max_len: int = 1024,
                  pos: str = "rope", rope_base: float = 10000.0, rope_pairing: str = "interleaved",
-                 grid: tuple[int, int] | None = None, attention: str = "softmax", norm: str = "layernorm",
+                 grid: tuple[int, int] | None = None, attention: str = "softmax", logn_len: int = 0,
+                 relative_distance: int = 0, vq_codes: int = 64, vq_block: int = 64, norm: str = "layernorm",
                  mlp_ratio: float = 4.0, dropout: float = 0.0):
         super().__init__()
         for name, value, valid in (("pos", pos, POSITIONS), ("attention", attention, ATTENTIONS), ("norm", norm, NORMS),
@@ -156,6 +121,13 @@ class Transformer(nn.Module):
             raise ValueError("give exactly one of vocab_size (token inputs) and in_dim (vector inputs)")
         if pos == "rope2d" and (grid is None or len(grid) != 2):
             raise ValueError("pos='rope2d' needs grid=(H, W), the raster-scanned grid the sequence lives on")
+        if attention == "linear" and pos in ("shaw", "t5"):
+            raise ValueError(f"linear attention has no logits to add a relative bias to; use pos=rope (or an absolute pos), not {pos!r}")
+        if attention == "vq" and (pos not in ("none", "learned", "sinusoidal") or not causal):
+            raise ValueError("Transformer-VQ (attention=vq) is causal and needs keys that do not depend on position: "
+                             f"use pos=learned, sinusoidal or none (got pos={pos!r}, causal={causal})")
+        if logn_len and attention != "softmax":
+            raise ValueError("logn_len (log-n scaling) applies to softmax attention only")
         self.dim, self.depth, self.heads, self.causal, self.max_len, self.pos = dim, depth, heads, causal, max_len, pos
         self.grid = tuple(grid) if grid is not None else None
         self.embed = nn.Embedding(vocab_size, dim) if vocab_size is not None else nn.Linear(in_dim, dim)
@@ -166,11 +138,20 @@ class Transformer(nn.Module):
             if head_dim % (4 if pos == "rope2d" else 2):
                 raise ValueError(f"pos={pos!r} needs a head dimension divisible by {4 if pos == 'rope2d' else 2}, got {head_dim}")
             rope = RoPE(head_dim, rope_base, rope_pairing, axes=2 if pos == "rope2d" else 1)
-        self.blocks = nn.ModuleList(Block(dim, heads, causal=causal, rope=rope, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm)
-                                    for _ in range(depth))
+        elif pos == "rope-general":
+            rope = GeneralRoPE(head_dim, rope_base)
+        self.t5 = T5Bias(heads, causal, max_distance=relative_distance or 128) if pos == "t5" else None
+        blocks = []
+        for _ in range(depth):
+            shaw = ShawRelative(head_dim, relative_distance or 16) if pos == "shaw" else None
+            attn = Attention(dim, heads, causal=causal, kind=attention, rope=rope, shaw=shaw, t5=self.t5, logn_len=logn_len,
+                             dropout=dropout, vq_codes=vq_codes, vq_block=vq_block)
+            blocks.append(Block(dim, attn, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm))
+        self.blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(dim) if norm == "layernorm" else RMSNorm(dim)
         self.head = nn.Linear(dim, out_dim if out_dim is not None else (vocab_size or in_dim))
         self.drop = nn.Dropout(dropout)
+        self.aux_loss = torch.zeros(())
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2: residual projections scaled by 1/sqrt(2 depth)
             if name.endswith("attn.proj.weight") or name.endswith("mlp.2.weight"):
@@ -185,6 +166,23 @@ class Transformer(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, std=0.02)
 
+    def set_logn(self, train_len: int) -> None:
+        """Switch log-n scaling on (train_len > 0) or off (0) for every layer, e.g. at evaluation."""
+        if train_len and any(b.attn.kind != "softmax" for b in self.blocks):
+            raise ValueError("log-n scaling applies to softmax attention only")
+        for b in self.blocks:
+            b.attn.logn_len = int(train_len)
+
+    @torch.no_grad()
+    def extend_positions(self, new_len: int, alpha: float = 0.4) -> None:
+        """Extend a learned position table to ``new_len`` by Su's hierarchical decomposition
+        (positions < max_len unchanged); raises for the other position kinds."""
+        if self.pos_table is None:
+            raise ValueError(f"extend_positions needs pos='learned' (this Transformer has pos={self.pos!r})")
+        table = hierarchical_extend(self.pos_table.weight, new_len, alpha)
+        self.pos_table = nn.Embedding.from_pretrained(table, freeze=False).to(self.pos_table.weight.device)
+        self.max_len = new_len
+
     def new_cache(self) -> KVCache:
         return KVCache(self.depth)
 
@@ -195,8 +193,11 @@ class Transformer(nn.Module):
         or its grid cell for rope2d)."""
         T = x.shape[1]
         start = cache.length if cache is not None else 0
-        if start + T > self.max_len:
-            raise ValueError(f"sequence of length {start + T} is longer than this Transformer's max_len={self.max_len}")
+        if self.pos_table is not None and start + T > self.max_len:
+            raise ValueError(f"sequence of length {start + T} is longer than this Transformer's learned position table "
+                             f"(max_len={self.max_len}); extend it with extend_positions() or use a relative/rotary pos")
+        if self.pos == "rope2d" and start + T > self.grid[0] * self.grid[1]:
+            raise ValueError(f"sequence of length {start + T} is longer than the {self.grid[0]}x{self.grid[1]} grid")
         index = torch.arange(start, start + T, device=x.device)
         h = self.embed(x)
         if self.pos == "learned":
@@ -206,8 +207,12 @@ class Transformer(nn.Module):
         if positions is None:
             positions = grid_positions(*self.grid, device=x.device)[index] if self.pos == "rope2d" else index
         h = self.drop(h)
+        aux = torch.zeros((), device=x.device)
         for i, block in enumerate(self.blocks):
-            h = block(h, positions, i, cache)
+            h = block(h, positions, index, cache.layers[i] if cache is not None else None)
+            if block.attn.kind == "vq":
+                aux = aux + block.attn.aux_loss
+        self.aux_loss = aux
         if cache is not None:
             cache.length += T
         return self.head(self.norm(h))
