@@ -87,6 +87,9 @@ def test_sinusoidal_table_is_vaswani():
 # ------------------------------------------------------------------ Transformer
 def tiny(pos="rope", **kw):
     torch.manual_seed(0)
+    if kw.get("attention") in ("s4d", "rtf"):  # the sequence mixers share the VARIANTS table
+        kw["mixer"] = kw.pop("attention")
+        kw.pop("vq_block", None)
     args = dict(dim=32, depth=2, heads=4, vocab_size=11, max_len=24, pos=pos)
     if pos == "rope2d":
         args["grid"] = (4, 6)
@@ -96,7 +99,7 @@ def tiny(pos="rope", **kw):
 
 #: every (position, attention) pair that the Transformer accepts
 VARIANTS = [(p, "softmax") for p in POSITIONS] + [(p, "linear") for p in ("none", "sinusoidal", "rope", "rope2d", "rope-general")] \
-    + [(p, "vq") for p in ("none", "learned", "sinusoidal")]
+    + [(p, "vq") for p in ("none", "learned", "sinusoidal")] + [("none", "s4d"), ("sinusoidal", "rtf")]
 
 
 @pytest.mark.parametrize("pos,attention", VARIANTS)
@@ -108,7 +111,10 @@ def test_causal_mask_by_autograd(pos, attention):
     out = net(x)
     for t in (0, 7, 23):
         (g,) = torch.autograd.grad(out[0, t].sum(), x, retain_graph=True)
-        assert g[0, t + 1:].abs().sum() == 0  # nothing after t reaches output t
+        if attention in ("s4d", "rtf"):  # FFT convolution: causal up to float round-off
+            assert g[0, t + 1:].abs().sum() <= 1e-5 * g[0, : t + 1].abs().max()
+        else:
+            assert g[0, t + 1:].abs().sum() == 0  # nothing after t reaches output t
         assert g[0, : t + 1].abs().amax(-1).min() > 0  # every input up to t does
 
 
@@ -245,6 +251,25 @@ def test_transformer_vq_block_form_and_cache_equal_quadratic_attention():
     assert not torch.equal(before, att.vq.codebook)  # EMA codebook step in training mode
     with pytest.raises(ValueError, match="Transformer-VQ"):
         tiny("rope", attention="vq")
+
+
+def test_ssm_mixers_and_monarch_mlp():
+    net = tiny("none", mixer="rtf", mlp_linear="monarch", depth=1)
+    with torch.no_grad():  # RTF starts with zero poles and zeros; give it a real filter
+        for p in net.blocks[0].attn.layer.parameters():
+            p.add_(torch.randn(p.shape, generator=gen(30)) * 0.1)
+    x = torch.randint(0, 11, (2, 24), generator=gen(31))
+    cache = net.new_cache()
+    assert torch.allclose(torch.cat([net(x[:, i:i + 1], cache) for i in range(24)], 1), net(x), atol=1e-5)
+    from genzoo.nn.monarch import MonarchLinear
+
+    assert isinstance(net.blocks[0].mlp[0], MonarchLinear)
+    dense = tiny("none", mixer="rtf", depth=1)
+    assert sum(p.numel() for p in net.parameters()) < sum(p.numel() for p in dense.parameters())
+    with pytest.raises(ValueError, match="state-space"):
+        tiny("rope", mixer="s4d")
+    with pytest.raises(ValueError, match="softmax"):
+        tiny("none", mixer="s4d", logn_len=10)
 
 
 # ------------------------------------------------------------------ image transformer

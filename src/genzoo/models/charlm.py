@@ -56,8 +56,8 @@ class CharLM(GenerativeModel):
     def __init__(self, vocab_size: int = 65, shape=(256,), dim: int = 128, depth: int = 4, heads: int = 4,
                  pos: str = "rope", rope_pairing: str = "interleaved", rope_base: float = 10000.0,
                  attention: str = "softmax", logn_len: int = 0, relative_distance: int = 0, vq_codes: int = 64,
-                 vq_block: int = 64, norm: str = "layernorm", mlp_ratio: float = 4.0, dropout: float = 0.0,
-                 max_len: int = 0):
+                 vq_block: int = 64, mixer: str = "attention", ssm_state: int = 0, mlp_linear: str = "dense",
+                 norm: str = "layernorm", mlp_ratio: float = 4.0, dropout: float = 0.0, max_len: int = 0):
         """vocab_size and shape (block_size,) come from the data; max_len: the longest sequence
         the model may see (0 = the block size for pos="learned", 8192 otherwise, so that
         evaluation at longer contexts works for the relative / rotary encodings); the other
@@ -75,7 +75,8 @@ class CharLM(GenerativeModel):
             self.net = Transformer(dim, depth, heads, vocab_size=vocab_size + 1, out_dim=vocab_size, causal=True,
                                    max_len=max_len, pos=pos, rope_base=rope_base, rope_pairing=rope_pairing,
                                    attention=attention, logn_len=logn_len, relative_distance=relative_distance,
-                                   vq_codes=vq_codes, vq_block=vq_block, norm=norm, mlp_ratio=mlp_ratio, dropout=dropout)
+                                   vq_codes=vq_codes, vq_block=vq_block, mixer=mixer, ssm_state=ssm_state,
+                                   mlp_linear=mlp_linear, norm=norm, mlp_ratio=mlp_ratio, dropout=dropout)
         except ValueError as e:
             raise ConfigError(str(e)) from e
         self.bos = vocab_size

@@ -37,6 +37,32 @@ from .rope import PAIRINGS, RoPE, grid_positions
 
 POSITIONS = ("none", "learned", "sinusoidal", "rope", "rope2d", "rope-general", "shaw", "t5")
 NORMS = ("layernorm", "rmsnorm")
+MIXERS = ("attention", "s4d", "rtf")
+LINEARS = ("dense", "monarch")
+
+
+class SSMMixer(nn.Module):
+    """A state-space layer (:class:`~genzoo.nn.ssm.S4D` or :class:`~genzoo.nn.ssm.RTF`) in the place of
+    attention: the convolutional mode over a whole sequence, the recurrent mode (``step``) when
+    decoding with a cache, whose state is the SSM state: O(1) per token."""
+
+    def __init__(self, layer: nn.Module, kind: str):
+        super().__init__()
+        self.layer, self.kind = layer, kind
+        self.aux_loss = torch.zeros(())
+
+    def forward(self, x, positions, index, state=None):
+        if state is None:
+            return self.layer(x)
+        s = state.get("s")
+        if s is None:
+            s = self.layer.initial_state(x.shape[0])
+        ys = []
+        for t in range(x.shape[1]):
+            y, s = self.layer.step(x[:, t], s)
+            ys.append(y)
+        state["s"] = s
+        return torch.stack(ys, 1).to(x.dtype)
 _ROTARY = ("rope", "rope2d", "rope-general")
 
 
@@ -62,13 +88,17 @@ class KVCache:
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, attn: Attention, *, mlp_ratio: float, dropout: float, norm: str):
+    def __init__(self, dim: int, attn: nn.Module, *, mlp_ratio: float, dropout: float, norm: str, linear: str = "dense"):
         super().__init__()
         Norm = nn.LayerNorm if norm == "layernorm" else RMSNorm
         self.norm1, self.norm2 = Norm(dim), Norm(dim)
-        self.attn = attn
+        self.attn = attn  # the sequence mixer: attention of any kind, or an SSM
         hidden = int(mlp_ratio * dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.Dropout(dropout))
+        if linear == "monarch":
+            from .monarch import MonarchLinear as Linear
+        else:
+            Linear = nn.Linear
+        self.mlp = nn.Sequential(Linear(dim, hidden), nn.GELU(), Linear(hidden, dim), nn.Dropout(dropout))
 
     def forward(self, x, positions, index, state=None):
         x = x + self.attn(self.norm1(x), positions, index, state)
@@ -99,6 +129,11 @@ class Transformer(nn.Module):
             training length; it changes nothing up to that length).
         relative_distance: Shaw's clipping distance k / T5's max_distance.
         vq_codes, vq_block: Transformer-VQ codebook size S per head and block length L.
+        mixer: "attention" (default) | "s4d" | "rtf": the sequence-mixing layer of every block
+            (:mod:`genzoo.nn.ssm`; an SSM block has no attention and takes pos none/learned/
+            sinusoidal); ``ssm_state`` = S4D's state size N / RTF's order.
+        mlp_linear: "dense" | "monarch" (Dao et al. 2022's Monarch matrices in the MLP,
+            :mod:`genzoo.nn.monarch`).
         norm: "layernorm" | "rmsnorm".
         mlp_ratio, dropout: MLP width factor; dropout in attention and MLP.
 
@@ -110,11 +145,13 @@ class Transformer(nn.Module):
                  in_dim: int | None = None, out_dim: int | None = None, causal: bool = True, max_len: int = 1024,
                  pos: str = "rope", rope_base: float = 10000.0, rope_pairing: str = "interleaved",
                  grid: tuple[int, int] | None = None, attention: str = "softmax", logn_len: int = 0,
-                 relative_distance: int = 0, vq_codes: int = 64, vq_block: int = 64, norm: str = "layernorm",
-                 mlp_ratio: float = 4.0, dropout: float = 0.0):
+                 relative_distance: int = 0, vq_codes: int = 64, vq_block: int = 64, mixer: str = "attention",
+                 ssm_state: int = 0, mlp_linear: str = "dense", norm: str = "layernorm", mlp_ratio: float = 4.0,
+                 dropout: float = 0.0):
         super().__init__()
         for name, value, valid in (("pos", pos, POSITIONS), ("attention", attention, ATTENTIONS), ("norm", norm, NORMS),
-                                   ("rope_pairing", rope_pairing, PAIRINGS)):
+                                   ("rope_pairing", rope_pairing, PAIRINGS), ("mixer", mixer, MIXERS),
+                                   ("mlp_linear", mlp_linear, LINEARS)):
             if value not in valid:
                 raise ValueError(f"unknown Transformer {name} {value!r}; valid: {', '.join(valid)}")
         if (vocab_size is None) == (in_dim is None):
@@ -126,8 +163,11 @@ class Transformer(nn.Module):
         if attention == "vq" and (pos not in ("none", "learned", "sinusoidal") or not causal):
             raise ValueError("Transformer-VQ (attention=vq) is causal and needs keys that do not depend on position: "
                              f"use pos=learned, sinusoidal or none (got pos={pos!r}, causal={causal})")
-        if logn_len and attention != "softmax":
+        if logn_len and (attention != "softmax" or mixer != "attention"):
             raise ValueError("logn_len (log-n scaling) applies to softmax attention only")
+        if mixer != "attention" and (pos not in ("none", "learned", "sinusoidal") or not causal):
+            raise ValueError(f"mixer={mixer!r} is a causal state-space layer with no queries or keys: use pos=none, learned "
+                             f"or sinusoidal (got pos={pos!r}, causal={causal})")
         self.dim, self.depth, self.heads, self.causal, self.max_len, self.pos = dim, depth, heads, causal, max_len, pos
         self.grid = tuple(grid) if grid is not None else None
         self.embed = nn.Embedding(vocab_size, dim) if vocab_size is not None else nn.Linear(in_dim, dim)
@@ -143,10 +183,19 @@ class Transformer(nn.Module):
         self.t5 = T5Bias(heads, causal, max_distance=relative_distance or 128) if pos == "t5" else None
         blocks = []
         for _ in range(depth):
-            shaw = ShawRelative(head_dim, relative_distance or 16) if pos == "shaw" else None
-            attn = Attention(dim, heads, causal=causal, kind=attention, rope=rope, shaw=shaw, t5=self.t5, logn_len=logn_len,
-                             dropout=dropout, vq_codes=vq_codes, vq_block=vq_block)
-            blocks.append(Block(dim, attn, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm))
+            if mixer == "s4d":
+                from .ssm import S4D
+
+                attn = SSMMixer(S4D(dim, state_size=ssm_state or 64), "s4d")
+            elif mixer == "rtf":
+                from .ssm import RTF
+
+                attn = SSMMixer(RTF(dim, order=ssm_state or 16), "rtf")
+            else:
+                shaw = ShawRelative(head_dim, relative_distance or 16) if pos == "shaw" else None
+                attn = Attention(dim, heads, causal=causal, kind=attention, rope=rope, shaw=shaw, t5=self.t5,
+                                 logn_len=logn_len, dropout=dropout, vq_codes=vq_codes, vq_block=vq_block)
+            blocks.append(Block(dim, attn, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm, linear=mlp_linear))
         self.blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(dim) if norm == "layernorm" else RMSNorm(dim)
         self.head = nn.Linear(dim, out_dim if out_dim is not None else (vocab_size or in_dim))
@@ -156,6 +205,7 @@ class Transformer(nn.Module):
         for name, p in self.named_parameters():  # GPT-2: residual projections scaled by 1/sqrt(2 depth)
             if name.endswith("attn.proj.weight") or name.endswith("mlp.2.weight"):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * depth))
+        # (the SSMs' and Monarch factors' raw parameters keep their own papers' initialisations)
 
     @staticmethod
     def _init(m):
@@ -210,7 +260,7 @@ class Transformer(nn.Module):
         aux = torch.zeros((), device=x.device)
         for i, block in enumerate(self.blocks):
             h = block(h, positions, index, cache.layers[i] if cache is not None else None)
-            if block.attn.kind == "vq":
+            if getattr(block.attn, "kind", "") == "vq":
                 aux = aux + block.attn.aux_loss
         self.aux_loss = aux
         if cache is not None:
