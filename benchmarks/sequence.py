@@ -37,7 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _results as R  # noqa: E402
 
 CONTEXTS = (256, 512, 1024, 2048)
-POS_SCHEMES = ("rope", "learned", "sinusoidal", "t5", "shaw", "none")
+#: rows of the positions table: name -> charlm overrides (the SSM mixers carry position in their state)
+POS_SCHEMES = {"rope": ["model.pos=rope"], "learned": ["model.pos=learned"], "sinusoidal": ["model.pos=sinusoidal"],
+               "t5": ["model.pos=t5"], "shaw": ["model.pos=shaw"], "none": ["model.pos=none"],
+               "s4d (mixer)": ["model.pos=none", "model.mixer=s4d"], "rtf (mixer)": ["model.pos=none", "model.mixer=rtf"]}
 LENGTHS = (256, 512, 1024, 2048, 4096)
 
 R.TABLES["sequence_baseline"] = (
@@ -300,8 +303,8 @@ def main(argv=None) -> int:
     if "baseline" in want:
         baseline(args.nanogpt_iters, args.note)
     if "positions" in want:
-        for i, pos in enumerate(POS_SCHEMES):
-            _train_eval("sequence_positions", pos, [f"model.pos={pos}"], args.budget, CONTEXTS, True, i, args.note, args.max_windows)
+        for i, (name, overrides) in enumerate(POS_SCHEMES.items()):
+            _train_eval("sequence_positions", name.split()[0], overrides, args.budget, CONTEXTS, True, i, args.note, args.max_windows)
     if "attention" in want:
         attention_costs(args.note, tuple(int(n) for n in args.lengths.split(",")))
     if "optim" in want:
