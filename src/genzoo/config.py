@@ -53,6 +53,7 @@ class TrainConfig:
     num_samples: int = 64             # images in a grid
     ckpt_every: int = 500             # checkpoint every N steps (and at the end); 0 = only at the end
     keep_checkpoints: int = 1         # how many checkpoints to keep on disk
+    init_from: str = ""               # start from the weights of this run folder / checkpoint (EMA if kept); "" = fresh
     time_budget: float = 0.0          # seconds; stop (and checkpoint) when spent; the lr schedule then
                                       # anneals over whichever ends first, steps or time; 0 = off
     max_loss: float = 1e12            # |loss| above this counts as divergence

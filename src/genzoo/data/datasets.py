@@ -365,6 +365,28 @@ def _register_all() -> None:
         choices=_IMAGE_CHOICES, required=("path",),
         description="your array: path=FILE.npy/.npz of uint8 images (N,H,W[,C]) / (N,C,H,W) or float vectors (N,D)",
     )
+    register_dataset(
+        "pairs", _load_pairs, options={"path": None}, required=("path",),
+        description="reflow pairs (x0, z) written by `genzoo reflow RUN`: train = the pairs; other splits = the source data's",
+    )
+
+
+def _load_pairs(split, *, root, given, path):
+    """The reflow pairs file: the train split holds (x_0, z) pairs (z in the label slot; a
+    ``coupling=paired`` Diffusion reads it as the noise); every other split is the split of the
+    data the pairs were made from, so evaluation is against real data."""
+    from .base import ArrayDataset, DataSpec
+    from .pairs import load_pairs
+
+    x, z, source, spec = load_pairs(path)
+    if split != "train":
+        opts = {k: v for k, v in source.items() if k not in ("name", "root")}
+        return load_dataset(source["name"], split, root=source.get("root", root), **opts)
+    spec = dict(spec)
+    spec["shape"] = tuple(spec["shape"])
+    spec["value_range"] = tuple(spec["value_range"]) if spec["value_range"] is not None else None
+    spec["num_classes"] = None
+    return ArrayDataset(x, z, DataSpec(**spec))
 
 
 def _load_toy(tname, split, *, root, given, n, n_eval, seed):

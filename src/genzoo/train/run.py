@@ -74,6 +74,9 @@ def train(raw_cfg: dict, run_dir: Path | None = None, resume: bool = False) -> t
 
     cfg, train_data, valid_data, model = prepare(raw_cfg)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    init = train_config(cfg).init_from
+    if init and not resume:
+        _init_weights(model, init)
     trainer = Trainer(model, train_data, train_config(cfg), run_dir, valid_data=valid_data, sample_opts=cfg["sample"])
     if trainer.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +92,17 @@ def train(raw_cfg: dict, run_dir: Path | None = None, resume: bool = False) -> t
         atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
     summary = trainer.fit(resume=resume)
     return run_dir, summary
+
+
+def _init_weights(model, source: str) -> None:
+    """Load the weights of a run folder's newest checkpoint (EMA weights when kept) or of a
+    checkpoint folder / .safetensors file into ``model`` (train.init_from)."""
+    src = Path(source).expanduser()
+    path = latest_checkpoint(src) if (src / "checkpoints").is_dir() else src
+    if path is None or not Path(path).exists():
+        raise ConfigError(f"train.init_from={source!r} is neither a run folder with checkpoints nor a checkpoint")
+    ck = load_checkpoint(Path(path))
+    load_model_state(model, ck["ema"] if ck["ema"] is not None else ck["model"], str(path))
 
 
 def read_run_config(run_dir: Path) -> dict:

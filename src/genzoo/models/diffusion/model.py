@@ -146,6 +146,9 @@ class Diffusion(GenerativeModel):
         steps: default number of sampling steps.
         grid: default time grid kind ("auto" = karras for edm, uniform otherwise).
         data_range: (lo, hi) of image data; image samples are clamped to it.
+        coupling: "independent" (default: eps drawn afresh for every x_0) or "paired": batches
+            are (x_0, z) pairs and z is the noise of x_0 (rectified flow's reflow, Liu et al.
+            2022: the pairs come from the ODE of a trained model; see :mod:`.reflow`).
     """
 
     likelihood = "exact"
@@ -175,8 +178,13 @@ class Diffusion(GenerativeModel):
         steps: int = 18,
         grid: str = "auto",
         data_range: tuple = (-1.0, 1.0),
+        coupling: str = "independent",
     ):
         super().__init__()
+        if coupling not in ("independent", "paired"):
+            raise ConfigError(f"unknown coupling {coupling!r}; valid: independent, paired")
+        if coupling == "paired" and int(num_classes) > 0:
+            raise ConfigError("coupling='paired' (reflow) is for unconditional models; set num_classes=0")
         shape = tuple(int(s) for s in shape)
         if not shape or any(s <= 0 for s in shape):
             raise ConfigError(f"Diffusion shape must be a non-empty tuple of positive ints, got {shape}")
@@ -212,7 +220,8 @@ class Diffusion(GenerativeModel):
             )
         self.num_classes = int(num_classes)
         #: instance attribute: the trainer passes (x, y) batches only to class-conditional models
-        self.uses_labels = self.num_classes > 0
+        self.coupling = coupling
+        self.uses_labels = self.num_classes > 0 or coupling == "paired"  # paired: the second element is z
         self.label_dropout = float(label_dropout)
         self.data_range = (lo, hi)
         #: range image samples are clamped to; None for vectors (no fixed range)
@@ -374,6 +383,13 @@ class Diffusion(GenerativeModel):
         self.check_options(kwargs, (), what="loss")
         x, y = self._split(batch)
         generator = _on_device(generator, x.device)
+        if self.coupling == "paired":
+            if y is None or tuple(y.shape) != tuple(x.shape):
+                raise DataError("coupling='paired' needs (x_0, z) batches with z of x_0's shape (the reflow pairs data set, "
+                                "`genzoo reflow RUN`); got " + ("no z" if y is None else f"z of shape {tuple(y.shape)}"))
+            per_example = diffusion_loss(self.net, x, self.process, self.param, self.loss_name, generator=generator,
+                                         noise=y.to(x.device, x.dtype))
+            return {"loss": per_example.mean()}
         cond = None
         if self.num_classes > 0:
             if y is None:
