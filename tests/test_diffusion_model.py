@@ -512,3 +512,22 @@ def test_cli_class_conditional_run(tmp_path):
 def test_cli_refuses_binary_data(capsys):
     assert main(["train", "diffusion_digits", "data.binarize=dynamic", "data.dequantize=none", "--no-progress"]) == 2
     assert "dequantize=uniform" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ Skip-Tuning search
+
+
+def test_skip_schedule_and_search_on_a_tiny_unet():
+    from genzoo.models.diffusion.skip_tuning import search, skip_schedule
+
+    assert skip_schedule(3, 0.7) == pytest.approx([1.0, 0.85, 0.7])
+    assert skip_schedule(1, 0.8) == [0.8]
+    m = tiny_image_model()
+    spec = DataSpec("digits", "image", IMG, value_range=(-1.0, 1.0), dequantization="uniform")
+    real = images(40, seed=5)
+    r = search(m, real, spec, sampler="euler", steps=2, rhos=(1.0, 0.8), n=40)
+    assert set(r["fids"]) == {1.0, 0.8} and r["best_rho"] in (1.0, 0.8)
+    assert r["best_scales"] == skip_schedule(m.net.num_levels, r["best_rho"])
+    assert r["fids"][1.0] != r["fids"][0.8]  # the factor really changes the samples
+    with pytest.raises(ConfigError, match="unet"):
+        search(genzoo.build("diffusion", **TINY_MLP), real, spec, sampler="euler", steps=2)
