@@ -1,0 +1,20 @@
+"""Normalizing flows: exact log-likelihoods, exact encodings, sampling by inversion.
+
+* :mod:`.base`            - the :class:`~.base.Transform` abstraction (``forward(x) -> (z, logabsdet)``,
+  data -> noise; ``inverse(z) -> x``), :class:`~.base.Chain`, base distributions and the
+  :class:`~.base.Flow` model (log_prob, sample with temperature, encode / decode, interpolation).
+* :mod:`.transforms`      - couplings and masks, actnorm, batch norm, invertible 1x1 conv (LU),
+  squeeze, multi-scale with split priors, NICE's scaling, logit preprocessing.
+* :mod:`.nets`            - conditioner networks (MLP, RealNVP ResNet, Glow NN).
+* :mod:`.dequantization`  - Flow++ variational dequantisation q(u | x).
+* models: :class:`~.nice.NICE` ("nice"), :class:`~.realnvp.RealNVP` ("realnvp"), :class:`~.glow.Glow` ("glow").
+
+See docs/flows.md for the conventions (direction, bits/dim) and how to train, sample and evaluate.
+"""
+from __future__ import annotations
+
+from .base import Chain, Flow, StandardLogistic, StandardNormal, Transform, save_interpolation_grid  # noqa: F401
+from .dequantization import VariationalDequantizer  # noqa: F401
+from .glow import Glow  # noqa: F401
+from .nice import NICE  # noqa: F401
+from .realnvp import RealNVP  # noqa: F401

@@ -1,0 +1,390 @@
+"""The transform abstraction and the one flow model: a base distribution plus a chain of transforms.
+
+Conventions (nflows / zuko style; see docs/flows.md)
+----------------------------------------------------
+* A :class:`Transform` is an ``nn.Module`` with
+
+      forward(x, cond=None) -> (z, logabsdet)      data -> noise
+      inverse(z, cond=None) -> x                   noise -> data (generation)
+
+  ``logabsdet`` has shape (B,): log |det dz/dx| summed over every non-batch dimension.
+  ``cond`` is an optional context tensor (conditional flows, e.g. the variational
+  dequantiser's q(u|x)); a transform that does not use it ignores it.
+* Transforms compose with :class:`Chain`; log-determinants add (the chain rule).
+* A transform may change the shape (squeeze) and says how with ``output_shape(shape)``.
+* A flow's density is the change of variables (Dinh et al. 2014)::
+
+      log p_X(x) = log p_Z(f(x)) + log |det df/dx|
+
+  and sampling inverts it: z ~ p_Z, x = f^{-1}(z). Temperature T draws z from the base
+  distribution scaled by T (for the Gaussian, N(0, T^2 I); Kingma & Dhariwal 2018's reduced-temperature sampling).
+
+Adding a transform (e.g. an autoregressive affine transform for TARFLOW): subclass
+:class:`Transform`, compute ``(z, logabsdet)`` in ``forward`` (for an autoregressive
+transform this is one parallel pass: z_i = (x_i - mu_i(x_<i)) * exp(-alpha_i(x_<i)),
+logabsdet = -sum alpha) and the exact inverse in ``inverse`` (sequential over positions
+for an autoregressive transform); :func:`genzoo.models.flows.transforms.affine_forward`
+/ ``affine_inverse`` are the element-wise maps a coupling uses, reusable there.
+
+Dequantisation and units
+------------------------
+``log_prob`` returns nats per example of a *density* over the continuous data. For
+8-bit images this density lives on dequantised values y = lo + (hi - lo)(k + u) / L,
+u in [0, 1)^D, and bits/dim add the log-volume of one bin (:mod:`genzoo.units`)::
+
+    bits/dim = -log_prob / (D ln 2) + log2(L / (hi - lo))        (+7 for [-1, 1], L = 256)
+
+* ``dequantization="uniform"``: the data loader adds u ~ U[0, 1)^D
+  (``data.dequantize=uniform``); ``log_prob`` is the exact density of y, and its
+  expectation over u is a lower bound on the discrete log-likelihood (Theis et al. 2016).
+* ``dequantization="variational"`` (Ho et al. 2019, Flow++, sec. 3.1): the data is the
+  8-bit grid (``data.dequantize=none``) and u ~ q(u | x), a conditional flow learned
+  jointly (:mod:`.dequantization`). ``log_prob`` is the bound
+  E_q[log p(y) - log q(u|x)] (one sample, or k importance samples:
+  log (1/k) sum_i p(y_i) / q(u_i|x), tighter by Jensen, Burda et al. 2016);
+  ``likelihood = "bound"``.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ...errors import ConfigError, DataError
+from ...nn.likelihoods import rand, randn
+from ...units import bits_per_dim, logmeanexp
+from ..base import GenerativeModel
+
+_LOG_2PI = math.log(2.0 * math.pi)
+DEQUANTIZATIONS = ("uniform", "variational")
+PRIORS = ("gaussian", "logistic")
+
+
+def sum_except_batch(x: torch.Tensor) -> torch.Tensor:
+    """(B, ...) -> (B,): sum over every dimension but the first."""
+    return x.reshape(x.shape[0], -1).sum(1)
+
+
+class Transform(nn.Module):
+    """An invertible map with a tractable Jacobian determinant (data -> noise).
+
+    Subclasses implement ``forward(x, cond=None) -> (z, logabsdet)`` with logabsdet (B,)
+    = log |det dz/dx| and ``inverse(z, cond=None) -> x``; ``output_shape`` when the shape
+    of an example changes.
+    """
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def inverse(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def output_shape(self, shape: tuple) -> tuple:
+        """Per-example shape of ``forward``'s output for an input of per-example ``shape``."""
+        return tuple(shape)
+
+
+class Chain(Transform):
+    """Composition f = f_n o ... o f_1: forward applies f_1 first; log-determinants add."""
+
+    def __init__(self, *transforms: Transform):
+        super().__init__()
+        if len(transforms) == 1 and isinstance(transforms[0], (list, tuple)):
+            transforms = tuple(transforms[0])
+        self.transforms = nn.ModuleList(transforms)
+
+    def forward(self, x, cond=None):
+        total = x.new_zeros(x.shape[0])
+        for t in self.transforms:
+            x, ld = t(x, cond)
+            total = total + ld
+        return x, total
+
+    def inverse(self, z, cond=None):
+        for t in reversed(self.transforms):
+            z = t.inverse(z, cond)
+        return z
+
+    def output_shape(self, shape):
+        for t in self.transforms:
+            shape = t.output_shape(shape)
+        return tuple(shape)
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+    def __iter__(self):
+        return iter(self.transforms)
+
+
+# ----------------------------------------------------------------------------- base distributions
+class StandardNormal(nn.Module):
+    """p_Z = N(0, I) over (B, *shape): log_prob sums over the event dims (nats)."""
+
+    name = "gaussian"
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return sum_except_batch(-0.5 * z * z - 0.5 * _LOG_2PI)
+
+    def sample(self, shape, generator=None, temperature: float = 1.0, device=None, dtype=None) -> torch.Tensor:
+        """z ~ N(0, T^2 I) of ``shape`` (batch first)."""
+        return temperature * randn(shape, generator, device=device, dtype=dtype)
+
+
+class StandardLogistic(nn.Module):
+    """p_Z = prod_d Logistic(0, 1) (NICE's prior for MNIST): log p(z) = -sum_d softplus(z_d) + softplus(-z_d)."""
+
+    name = "logistic"
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return -sum_except_batch(nn.functional.softplus(z) + nn.functional.softplus(-z))
+
+    def sample(self, shape, generator=None, temperature: float = 1.0, device=None, dtype=None) -> torch.Tensor:
+        """z = T * logit(u), u ~ U(0, 1): a logistic of scale T (temperature scales the noise)."""
+        dtype = dtype or torch.get_default_dtype()
+        u = rand(shape, generator, device=device, dtype=dtype)
+        tiny = torch.finfo(dtype).tiny
+        u = u.clamp(tiny, 1.0 - torch.finfo(dtype).eps)
+        return temperature * (torch.log(u) - torch.log1p(-u))
+
+
+def make_prior(name: str) -> nn.Module:
+    if name == "gaussian":
+        return StandardNormal()
+    if name == "logistic":
+        return StandardLogistic()
+    raise ConfigError(f"unknown flow prior {name!r}; valid: {', '.join(PRIORS)}")
+
+
+# ----------------------------------------------------------------------------- the flow model
+class Flow(GenerativeModel):
+    """A normalizing flow: ``log p(x) = log p_Z(f(x)) + log |det df/dx|``, samples ``f^{-1}(z)``.
+
+    Subclasses (NICE, RealNVP, Glow) build ``transform`` (data -> latent of shape
+    (D,)) and call :meth:`_setup`. The latent of every genzoo flow is flat: ``encode``
+    returns (B, D), ``decode`` takes (B, D); multi-scale flows concatenate their
+    factored-out latents (finest scale first).
+    """
+
+    likelihood = "exact"
+    sample_options = ("temperature",)
+    log_prob_options = ("k", "generator")
+
+    def _setup(self, shape, transform: Transform, prior: str, dequantization: str, levels: int,
+               data_range, deq_steps: int, deq_hidden: int) -> None:
+        from .dequantization import VariationalDequantizer
+
+        if dequantization not in DEQUANTIZATIONS:
+            raise ConfigError(f"unknown dequantization {dequantization!r}; valid: {', '.join(DEQUANTIZATIONS)}")
+        self.shape = tuple(int(s) for s in shape)
+        self.transform = transform
+        self.prior = make_prior(prior)
+        self.latent_shape = (math.prod(self.shape),)
+        out = tuple(transform.output_shape(self.shape))
+        if out != self.latent_shape:  # pragma: no cover - a construction bug, not a user error
+            raise RuntimeError(f"{type(self).__name__}: transform maps {self.shape} to {out}, expected {self.latent_shape}")
+        self.dequantization = dequantization
+        self.levels = int(levels)
+        lo, hi = (float(v) for v in data_range)
+        if not hi > lo:
+            raise ConfigError(f"data_range must be [lo, hi] with hi > lo, got {list(data_range)}")
+        if self.levels < 2:
+            raise ConfigError(f"levels must be >= 2 (256 for 8-bit images), got {levels}")
+        self.data_range = (lo, hi)
+        self.is_image = len(self.shape) == 3
+        if dequantization == "variational":
+            self.dequantizer = VariationalDequantizer(self.shape, steps=deq_steps, hidden=deq_hidden)
+            #: instance attribute: the variational bound is a lower bound on log p
+            self.likelihood = "bound"
+        else:
+            self.dequantizer = None
+
+    # -- data compatibility -------------------------------------------------------------
+    def check_data(self, spec) -> None:
+        """Raise ConfigError unless ``spec`` is data this flow is a density for.
+
+        * shapes agree (the base check); token and binary / integer-level data are refused
+          (a density on a lattice is unbounded);
+        * dequantization="uniform": images must be uniformly dequantised by the loader
+          (data.dequantize=uniform); continuous vectors (2-D toys, float arrays) are taken as they are;
+        * dequantization="variational": the data must be the un-dequantised grid with
+          ``levels`` grey levels in ``data_range`` (data.dequantize=none);
+        * images must lie in ``data_range`` (logit preprocessing, sample clamping).
+        """
+        super().check_data(spec)
+        name = getattr(spec, "name", "?")
+        cls = type(self).__name__
+        discrete = getattr(spec, "discrete", None)
+        if discrete == "tokens" or getattr(spec, "kind", None) == "text":
+            raise ConfigError(f"{cls} is a density over continuous data and cannot model token data ({name!r}); "
+                              "use an image or vector data set")
+        if discrete is not None:
+            raise ConfigError(f"{cls} is a density over continuous data but {name!r} is {discrete} data; "
+                              "set data.binarize=none data.dequantize=uniform")
+        vr = tuple(float(v) for v in spec.value_range) if spec.value_range is not None else None
+        deq = getattr(spec, "dequantization", None)
+        if self.dequantization == "variational":
+            problems = []
+            if deq:
+                problems.append(f"it is already {deq}ly dequantised (set data.dequantize=none)")
+            if vr is None:
+                problems.append("it is not quantised image data")
+            elif vr != self.data_range:
+                problems.append(f"its value_range is {list(vr)}, not {list(self.data_range)} (set model.data_range)")
+            if int(getattr(spec, "levels", 256)) != self.levels:
+                problems.append(f"it has {spec.levels} levels, not {self.levels} (set model.levels={spec.levels})")
+            if problems:
+                raise ConfigError(f"{cls} dequantization='variational' needs the {self.levels}-level grid in "
+                                  f"{list(self.data_range)} but {name!r}: {'; '.join(problems)}")
+            return
+        if self.is_image or vr is not None:
+            if deq != "uniform":
+                raise ConfigError(f"{cls} is a density over continuous data but {name!r} is not dequantised; "
+                                  "set data.dequantize=uniform, or model.dequantization=variational")
+            if vr != self.data_range:
+                raise ConfigError(f"{cls} was built for data in {list(self.data_range)} but {name!r} has value_range "
+                                  f"{list(vr)}; set model.data_range=[{vr[0]:g}, {vr[1]:g}]")
+
+    # -- pieces -------------------------------------------------------------------------
+    def _check_x(self, x) -> torch.Tensor:
+        if isinstance(x, (tuple, list)):
+            x = x[0]
+        if not torch.is_tensor(x) or tuple(x.shape[1:]) != self.shape:
+            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise DataError(f"{type(self).__name__} built for examples of shape {self.shape} got a batch of shape {got}")
+        return x
+
+    def _dtype(self) -> torch.dtype:
+        for p in self.parameters():
+            return p.dtype
+        return torch.get_default_dtype()
+
+    def bin_index(self, x: torch.Tensor) -> torch.Tensor:
+        """Grey level k of grid data x = lo + (hi - lo) k / (L - 1), as float (B, *shape)."""
+        lo, hi = self.data_range
+        return torch.round((x - lo) / (hi - lo) * (self.levels - 1)).clamp(0, self.levels - 1)
+
+    def dequantize(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """y = lo + (hi - lo) (k + u) / L for grid data x and u in [0, 1)^D (the loader's mapping)."""
+        lo, hi = self.data_range
+        return lo + (hi - lo) * (self.bin_index(x) + u) / self.levels
+
+    def quantize(self, y: torch.Tensor) -> torch.Tensor:
+        """Continuous y -> the grid value lo + (hi - lo) k / (L - 1) of its bin k = floor((y - lo) L / (hi - lo))."""
+        lo, hi = self.data_range
+        k = torch.floor((y - lo) / (hi - lo) * self.levels).clamp(0, self.levels - 1)
+        return lo + (hi - lo) * k / (self.levels - 1)
+
+    def log_density(self, y: torch.Tensor) -> torch.Tensor:
+        """Exact log p(y) of continuous (dequantised) y: (B, *shape) -> (B,) nats, by the change of variables."""
+        z, logdet = self.transform(y)
+        return self.prior.log_prob(z) + logdet
+
+    def _variational_terms(self, x: torch.Tensor, generator=None) -> torch.Tensor:
+        """One-sample log p(y) - log q(u|x), y = dequantize(x, u), u ~ q(u|x): (B,) nats."""
+        u, log_q = self.dequantizer.sample(x, generator=generator)
+        return self.log_density(self.dequantize(x, u)) - log_q
+
+    # -- the interface ------------------------------------------------------------------
+    def log_prob(self, x: torch.Tensor, **opts) -> torch.Tensor:
+        """log p(x) in nats per example, (B,).
+
+        uniform dequantisation: the exact log-density of x (already dequantised, or a
+        continuous vector). variational: the Flow++ lower bound with ``k`` importance samples
+        (default 1), log (1/k) sum_i p(y_i) / q(u_i | x), drawing from ``generator``
+        (global RNG when None). Gradients flow; wrap in ``torch.no_grad()`` to evaluate.
+        """
+        self.check_options(opts, self.log_prob_options, what="log_prob")
+        x = self._check_x(x)
+        if self.dequantizer is None:
+            if "k" in opts and int(opts["k"]) != 1:
+                raise ConfigError(f"log_prob option k applies to dequantization='variational' only; "
+                                  f"{type(self).__name__} uses uniform dequantisation and its log_prob is exact")
+            return self.log_density(x)
+        k = int(opts.get("k", 1))
+        if k < 1:
+            raise ConfigError(f"log_prob needs k >= 1 importance samples, got {k}")
+        g = opts.get("generator")
+        terms = torch.stack([self._variational_terms(x, g) for _ in range(k)])  # (k, B)
+        return logmeanexp(terms, dim=0) if k > 1 else terms[0]
+
+    def loss(self, batch, **kwargs) -> dict[str, torch.Tensor]:
+        """Mean negative log-likelihood in nats per example (for "variational": the negative
+        one-sample bound). Returns {"loss", "nll"} plus "bits_per_dim" for images
+        (with the dequantisation offset of :mod:`genzoo.units`)."""
+        self.check_options(kwargs, (), what="loss")
+        x = self._check_x(batch)
+        nll = -self.log_prob(x).mean()
+        out = {"loss": nll, "nll": nll.detach()}
+        if self.is_image:
+            out["bits_per_dim"] = bits_per_dim(nll.detach(), math.prod(self.shape), self.data_range, self.levels)
+        return out
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+        """n samples (n, *shape) in data space by inversion, x = f^{-1}(z).
+
+        Options:
+            temperature: z ~ base scaled by T (N(0, T^2 I) for the Gaussian prior;
+                Glow). Default 1.0 (the model's own distribution).
+        Images are clamped to ``data_range``; with variational dequantisation they are
+        mapped to the grid values of their bins (the data's representation).
+        """
+        self.check_options(opts, self.sample_options)
+        t = float(opts.get("temperature", 1.0))
+        if t < 0:
+            raise ConfigError(f"temperature must be >= 0, got {t}")
+        z = self.prior.sample((int(n), *self.latent_shape), generator, temperature=t, device=self.device, dtype=self._dtype())
+        return self.decode(z)
+
+    # -- encodings ------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The latent z = f(x): (B, *shape) -> (B, D). Grid data (variational dequantisation)
+        is encoded at the centre of its bins, y = lo + (hi - lo)(k + 1/2) / L."""
+        x = self._check_x(x)
+        if self.dequantizer is not None:
+            x = self.dequantize(x, torch.full_like(x, 0.5))
+        return self.transform(x)[0]
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """x = f^{-1}(z): (B, D) -> (B, *shape) in data space (clamped / quantised as in :meth:`sample`)."""
+        if tuple(z.shape[1:]) != self.latent_shape:
+            raise DataError(f"{type(self).__name__} latents have shape {self.latent_shape}, got a batch of shape {tuple(z.shape)}")
+        x = self.transform.inverse(z)
+        if self.is_image:
+            x = x.clamp(*self.data_range)
+            if self.dequantizer is not None:
+                x = self.quantize(x)
+        return x
+
+    @torch.no_grad()
+    def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, steps: int = 8) -> torch.Tensor:
+        """Decode the straight line between the latents of x0 and x1 (each (B, *shape)):
+        returns (B, steps, *shape), the first and last columns the reconstructions of x0, x1."""
+        if steps < 2:
+            raise ConfigError(f"interpolation needs steps >= 2, got {steps}")
+        z0, z1 = self.encode(x0), self.encode(x1)
+        w = torch.linspace(0.0, 1.0, steps, dtype=z0.dtype, device=z0.device)
+        z = (1 - w)[None, :, None] * z0[:, None] + w[None, :, None] * z1[:, None]  # (B, steps, D)
+        out = self.decode(z.reshape(-1, z0.shape[1]))
+        return out.reshape(z0.shape[0], steps, *self.shape)
+
+
+def save_interpolation_grid(model: Flow, x0: torch.Tensor, x1: torch.Tensor, path, steps: int = 8) -> Path:
+    """PNG of latent interpolations between test images: row i goes from x0[i] to x1[i] in
+    ``steps`` columns (:meth:`Flow.interpolate`). Images only; returns the path."""
+    from ...viz import save_image_grid
+
+    if not getattr(model, "is_image", False):
+        raise ConfigError("interpolation grids are for image flows; plot 2-D latents with genzoo.viz.save_scatter")
+    was = model.training
+    model.eval()
+    try:
+        grid = model.interpolate(x0, x1, steps)
+    finally:
+        model.train(was)
+    return save_image_grid(grid.reshape(-1, *model.shape).float().cpu(), path, value_range=model.data_range, nrow=steps)
