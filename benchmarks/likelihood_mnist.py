@@ -1,0 +1,178 @@
+#!/usr/bin/env python
+"""Likelihood models on binarised MNIST: test NLL (nats) under one fixed CPU budget, beside the published numbers.
+
+Every row trains one recipe with `genzoo train` for at most ``--budget`` seconds of training
+time (``train.time_budget``, default 1800 s = 30 minutes; a recipe that schedules fewer steps
+stops earlier, and the learning-rate schedule anneals over whichever ends first), on the
+static binarised MNIST (Larochelle & Murray 2011; the NADE, MADE and PixelCNN papers) and on
+dynamically binarised MNIST (IWAE, NVAE, pytorch-generative), then:
+
+* test NLL: ``genzoo eval RUN --metrics nll`` on the 10,000 test images (``--limit N``: a
+  fixed random subset), in nats per image. Autoregressive models give the exact
+  log-likelihood (MADE: the recipe's ensemble over masks, and the single mask 0 beside it);
+  the VAE the IWAE bound with k = 1000 importance samples, an upper bound on its NLL;
+* parameters, training images/s (from the run's train_summary.json), and the wall-clock
+  time to draw ``--sample-n`` samples in one batch (pixel by pixel for the autoregressive models).
+
+Rows already in benchmarks/results/likelihood_mnist/ are skipped (``--force`` evaluates them again; delete
+benchmarks/out/likelihood_mnist/ROW to retrain one); a killed training run resumes from its checkpoint;
+RESULTS.md is rebuilt after every row.
+GENZOO_BENCH_DIR=/tmp/x redirects rows, RESULTS.md and run folders (smoke tests).
+
+    python benchmarks/likelihood_mnist.py                          # every row not yet done
+    python benchmarks/likelihood_mnist.py --only pixelcnn --binarization static
+    GENZOO_BENCH_DIR=/tmp/ar_smoke python benchmarks/likelihood_mnist.py --budget 20 --limit 50 --sample-n 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results as R  # noqa: E402
+
+TABLE = "likelihood_mnist"
+BINARIZATIONS = ("static", "dynamic")
+
+#: model -> recipe, extra train overrides, extra eval options, a second evaluation for the single model
+#: of an ensemble (or None), protocol in words. Add a model by adding an entry (its recipe must train on
+#: data.name=mnist with a data.binarize override; PUBLISHED holds the reference numbers).
+MODELS: dict[str, dict] = {
+    "fvsbn": dict(recipe="fvsbn", train=[], eval=[], single=None, protocol="exact"),
+    "nade": dict(recipe="nade", train=[], eval=[], single=None, protocol="exact, natural order"),
+    "made": dict(recipe="made", train=[], eval=[], single=["ensemble=1"], protocol="exact, 8-mask ensemble"),
+    "pixelcnn": dict(recipe="pixelcnn", train=[], eval=[], single=None, protocol="exact"),
+    "gated_pixelcnn": dict(recipe="gated_pixelcnn", train=[], eval=[], single=None, protocol="exact"),
+    # the image transformer (issue 5 item 5, its own module and recipe): exact log p(x), KV-cached sampling
+    "image_transformer": dict(recipe="image_transformer", train=[], eval=[], single=None, protocol="exact"),
+    # the foundation's VAE: trained for the whole budget (its demo recipe stops after 7,000 steps)
+    "vae": dict(recipe="vae", train=["train.steps=1000000"], eval=["k=1000"], single=None,
+                protocol="IWAE bound, k=1000"),
+}
+
+#: (model, binarisation) -> (nats, source). Published numbers came from GPUs and far longer training.
+PUBLISHED: dict[tuple[str, str], tuple[float, str]] = {
+    ("fvsbn", "static"): (97.45, "Larochelle & Murray 2011"),
+    ("nade", "static"): (88.86, "Larochelle & Murray 2011"),
+    ("made", "static"): (88.04, "Germain et al. 2015, one hidden layer"),
+    ("pixelcnn", "static"): (81.30, "van den Oord et al. 2016 (PixelRNN paper)"),
+    ("vae", "dynamic"): (82.90, "IWAE, 2 stochastic layers (Burda et al. 2016)"),
+    ("fvsbn", "dynamic"): (96.58, "pytorch-generative"),
+    ("nade", "dynamic"): (85.65, "pytorch-generative"),
+    ("made", "dynamic"): (84.87, "pytorch-generative"),
+    ("pixelcnn", "dynamic"): (81.45, "pytorch-generative"),
+    ("gated_pixelcnn", "dynamic"): (81.50, "pytorch-generative"),
+}
+
+R.TABLES[TABLE] = (
+    "Likelihood models on binarised MNIST under one CPU budget (issue 5)",
+    "Test NLL in nats per image (lower is better) on the 10,000 MNIST test images, static binarisation "
+    "(Larochelle & Murray 2011's fixed set) or dynamic binarisation (a seeded Bernoulli draw of the grey "
+    "test images); the two differ by 1-2 nats. Each model trained for at most the budget on this machine "
+    "(a recipe with fewer scheduled steps stops earlier: `train s`). Autoregressive models: exact "
+    "log-likelihood; VAE: IWAE bound with k = 1000 (an upper bound on its NLL). `single` is MADE's mask 0 "
+    "alone beside the ensemble. `sample s` = seconds to draw `n` samples in one batch. Published numbers "
+    "came from GPUs and far longer training; also published on dynamic MNIST: NVAE 78.01 (Vahdat & Kautz "
+    "2020). A `note` says when the machine was shared with other jobs.",
+    [("model", "model"), ("data", "binarization"), ("budget s", "budget_s"), ("train s", "train_s"),
+     ("steps", "steps"), ("params", "parameters"), ("img/s", "images_per_s"), ("NLL (nats)", "nll"),
+     ("single", "nll_single"), ("bits/dim", "bits_per_dim"), ("protocol", "protocol"), ("test images", "num_test"),
+     ("sample s", "sample_s"), ("n", "sample_n"), ("published", "published"), ("source", "published_source")],
+)
+
+
+def available(name: str) -> bool:
+    """A MODELS entry runs only when its recipe exists (e.g. the image transformer's, added by its own module)."""
+    from genzoo.config import CONFIG_DIR
+
+    return (CONFIG_DIR / f"{MODELS[name]['recipe']}.yaml").is_file()
+
+
+def time_sampling(run_dir: Path, n: int) -> float:
+    """Seconds to draw n samples in one batch (seeded); the samples go to RUN_DIR/bench_samples.png."""
+    import torch
+
+    from genzoo.train.run import load_run
+    from genzoo.viz import save_samples
+
+    model, cfg, spec = load_run(run_dir)
+    opts = dict(cfg.get("sample") or {})
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        x = model.sample(n, generator=torch.Generator().manual_seed(0), **opts)
+    seconds = time.perf_counter() - t0
+    save_samples(x.float().cpu(), run_dir / "bench_samples.png", spec)
+    return seconds
+
+
+def run_row(model: str, binarization: str, args, order: int) -> None:
+    m = MODELS[model]
+    name = f"{model}-{binarization}"
+    overrides = [f"data.binarize={binarization}", f"train.time_budget={args.budget:g}", *m["train"]]
+    run_dir = R.train_or_resume(TABLE, name, m["recipe"], overrides)
+    log = run_dir.parent / f"{name}.log"
+    s = json.loads((run_dir / "train_summary.json").read_text())
+    limit = ["--limit", str(args.limit)] if args.limit else []
+    R.run(["eval", str(run_dir), "--metrics", "nll", "--no-progress", "--out", str(run_dir / "nll.json"), *limit, *m["eval"]], log)
+    nll = json.loads((run_dir / "nll.json").read_text())
+    single = None
+    if m["single"]:
+        R.run(["eval", str(run_dir), "--metrics", "nll", "--no-progress", "--out", str(run_dir / "nll_single.json"),
+               *limit, *m["single"]], log)
+        single = json.loads((run_dir / "nll_single.json").read_text())["nll"]["nll_nats"]
+    sample_s = time_sampling(run_dir, args.sample_n)
+    published, source = PUBLISHED.get((model, binarization), (None, None))
+    evals = " ".join([*limit, *m["eval"]])
+    cmd = (f"genzoo train {m['recipe']} {' '.join(overrides)} --run-dir RUN && "
+           f"genzoo eval RUN --metrics nll {evals}").replace("  ", " ").strip()
+    R.write_row(TABLE, name, {
+        "order": order, "name": name, "model": model, "recipe": m["recipe"], "binarization": binarization,
+        "budget_s": args.budget, "train_s": s["train_time_s"], "steps": s["steps"], "stopped_by": s.get("stopped_by"),
+        "parameters": s["parameters"], "images_per_s": s.get("images_per_s"), "nll": nll["nll"]["nll_nats"],
+        "nll_stderr": nll["nll"].get("nll_nats_stderr"), "nll_single": single, "bits_per_dim": nll["nll"]["bits_per_dim"],
+        "protocol": m["protocol"], "num_test": nll["nll"].get("num_examples"), "data": nll.get("data"),
+        "weights": nll.get("weights", {}).get("weights"), "sample_s": round(sample_s, 2), "sample_n": args.sample_n,
+        "published": published, "published_source": source, "note": args.note,
+        "command": f"python benchmarks/likelihood_mnist.py --only {model} --binarization {binarization} "
+                   f"--budget {args.budget:g}{f' --limit {args.limit}' if args.limit else ''}   # = {cmd}",
+    })
+    print(f"[{name}] NLL {nll['nll']['nll_nats']:.2f} nats ({m['protocol']}), {s['steps']} steps in "
+          f"{s['train_time_s']:.0f} s, {args.sample_n} samples in {sample_s:.1f} s"
+          + (f"; published {published}" if published else ""), flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", action="append", choices=list(MODELS), help="run only this model (repeatable)")
+    ap.add_argument("--binarization", choices=(*BINARIZATIONS, "both"), default="both")
+    ap.add_argument("--budget", type=float, default=1800.0, help="training seconds per model (default 1800 = 30 min)")
+    ap.add_argument("--limit", type=int, default=0, help="evaluate on a fixed random subset of N test images (0 = all 10,000)")
+    ap.add_argument("--sample-n", type=int, default=64, help="samples drawn (in one batch) for the sampling time (default 64)")
+    ap.add_argument("--force", action="store_true", help="evaluate rows that are already done again (a finished training run is reused)")
+    ap.add_argument("--note", default="", help="recorded with each row, e.g. 'machine shared with other jobs'")
+    args = ap.parse_args(argv)
+    bins = BINARIZATIONS if args.binarization == "both" else (args.binarization,)
+    order = 0
+    for b in bins:
+        for model in MODELS:
+            order += 1
+            name = f"{model}-{b}"
+            if args.only and model not in args.only:
+                continue
+            if not available(model):
+                print(f"[{name}] skipped: no recipe configs/{MODELS[model]['recipe']}.yaml")
+                continue
+            if R.done(TABLE, name) and not args.force:
+                print(f"[{name}] done already ({R.row_path(TABLE, name)}); --force to redo")
+                continue
+            run_row(model, b, args, order)
+            R.rebuild_results_md()
+    print(f"wrote {R.rebuild_results_md()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
