@@ -175,6 +175,33 @@ def test_exploding_loss_detected(tmp_path):
         Trainer(Big(), _toy_data(), cfg, tmp_path).fit()
 
 
+class NaNGradient(Diverges):
+    """Finite loss, NaN gradient from call ``at`` on: d/du sqrt(|u|) at u = 0 is 0 * inf."""
+
+    def loss(self, batch):
+        self.n += 1
+        out = self.w ** 2
+        if self.n >= self.at:
+            out = out + torch.sqrt((self.w - self.w.detach()).abs())
+        return {"loss": out}
+
+
+def test_nan_gradient_with_finite_loss_is_never_checkpointed(tmp_path):
+    cfg = TrainConfig(steps=50, batch_size=8, progress=False, num_samples=0, ckpt_every=1, log_every=1)
+    with pytest.raises(TrainingDiverged, match=r"step 3: the parameters became non-finite \(w\).*step-0000002"):
+        Trainer(NaNGradient(at=3), _toy_data(), cfg, tmp_path).fit()
+    ck = load_checkpoint(latest_checkpoint(tmp_path))
+    assert ck["step"] == 2 and math.isfinite(ck["model"]["w"].item())
+
+
+def test_nan_gradient_stops_before_the_step_when_clipping(tmp_path):
+    m = NaNGradient(at=3)
+    cfg = TrainConfig(steps=50, batch_size=8, progress=False, num_samples=0, ckpt_every=1, log_every=1, grad_clip=1.0)
+    with pytest.raises(TrainingDiverged, match=r"step 2: the gradient norm became nan.*step-0000002"):
+        Trainer(m, _toy_data(), cfg, tmp_path).fit()
+    assert math.isfinite(m.w.item())  # the update was not applied
+
+
 def test_bf16_autocast_runs(tmp_path):
     run, summary = train(tiny_vae_cfg(steps=10, precision="bf16", valid_every=0), tmp_path / "bf16")
     assert math.isfinite(summary["last_losses"]["loss"])

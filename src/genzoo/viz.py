@@ -83,3 +83,28 @@ def save_samples(x: torch.Tensor, path, spec, nrow: int | None = None) -> Path:
     if spec.kind == "vector" and x.shape[-1] == 2:
         return save_scatter(x, path)
     raise ValueError(f"no picture for {spec.kind} data of shape {tuple(x.shape[1:])}")
+
+
+def _image_range(spec):
+    return spec.value_range if spec.discrete is None else (0.0, 1.0) if spec.discrete == "binary" else (0.0, spec.levels - 1)
+
+
+def save_reconstructions(model, x: torch.Tensor, path, spec) -> Path:
+    """Grid of (B, C, H, W) images ``x`` beside their reconstructions decode(encode(x)):
+    each row holds 4 pairs (original, reconstruction). ``model`` needs encode and decode."""
+    with torch.no_grad():
+        r = model.decode(model.encode(x)).float().cpu()
+    pairs = torch.stack([x.float().cpu(), r], 1).reshape(-1, *x.shape[1:])  # x0, r0, x1, r1, ...
+    return save_image_grid(pairs, path, value_range=_image_range(spec), nrow=8)
+
+
+def save_interpolations(model, x_a: torch.Tensor, x_b: torch.Tensor, path, spec, steps: int = 8) -> Path:
+    """Latent interpolation grid: row i decodes (1 - t) encode(x_a[i]) + t encode(x_b[i]) for
+    ``steps`` values of t from 0 to 1, between the originals x_a[i] (left) and x_b[i] (right)."""
+    with torch.no_grad():
+        za, zb = model.encode(x_a), model.encode(x_b)
+        t = torch.linspace(0, 1, steps, dtype=za.dtype, device=za.device).view(1, steps, 1)
+        z = ((1 - t) * za[:, None] + t * zb[:, None]).reshape(-1, za.shape[1])
+        mid = model.decode(z).float().cpu().reshape(x_a.shape[0], steps, *x_a.shape[1:])
+    rows = torch.cat([x_a.float().cpu()[:, None], mid, x_b.float().cpu()[:, None]], 1)
+    return save_image_grid(rows.reshape(-1, *x_a.shape[1:]), path, value_range=_image_range(spec), nrow=steps + 2)

@@ -7,6 +7,12 @@
   against binarised images), on the features of genzoo's shipped MNIST classifier for
   28x28 grey images (raw pixels / coordinates otherwise). The FID floor, FID(eval split,
   train split) with the same sizes and features, is reported beside the model's FID.
+* ``probe``: linear-probe accuracy of the model's encoder features (``model.encode``) on
+  the evaluation split, fitted on a fixed random 10,000 training images
+  (:mod:`genzoo.eval.probe`); also writes RUN_DIR/reconstructions.png and
+  RUN_DIR/interpolations.png (G(E(x)) and decoded latent interpolations) when the model
+  can ``decode``.
+* ``modes``: mode coverage of ``n_samples`` samples on the 8-Gaussians toy (:mod:`genzoo.eval.modes`).
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from ..errors import ConfigError, did_you_mean
 from ..train.checkpoint import atomic_write_text
 from ..train.run import load_data, load_run
 
-VALID_METRICS = ("nll", "fid", "kid", "pr")
+VALID_METRICS = ("nll", "fid", "kid", "pr", "probe", "modes")
 
 
 def machine_description() -> str:
@@ -92,7 +98,29 @@ def evaluate_run(run_dir, metrics=None, *, split: str | None = None, n_samples: 
             train = load_data(cfg["data"], "train").tensor(seed=seed + 1, limit=real.shape[0])
             res["sample_metrics"]["fid_floor"] = fid_floor(real, train, spec=data.spec)
             res["sample_metrics"]["fid_floor_protocol"] = f"FID({split} split, train split), {real.shape[0]} images each, same features"
+    if "probe" in metrics:
+        from .probe import linear_probe
+
+        res["probe"] = linear_probe(model, load_data(cfg["data"], "train"), data, seed=seed)
+        res["probe"]["pictures"] = _encoder_pictures(model, data, Path(out).parent if out else Path(run_dir), seed)
+    if "modes" in metrics:
+        from .modes import coverage_for
+
+        fake = draw_samples(model, n_samples, seed=seed, progress=progress, **s_opts)
+        res["modes"] = coverage_for(data.spec, fake)
     path = Path(out) if out else Path(run_dir) / "metrics.json"
     atomic_write_text(path, json.dumps(res, indent=2, default=float))
     res["written_to"] = str(path)
     return res
+
+
+@torch.no_grad()
+def _encoder_pictures(model, data, folder: Path, seed: int = 0) -> list[str]:
+    """reconstructions.png and interpolations.png of 8 evaluation images, for models that decode."""
+    if not callable(getattr(model, "decode", None)) or data.spec.kind != "image":
+        return []
+    from ..viz import save_interpolations, save_reconstructions
+
+    x = next(data.iter_batches(16, seed=seed, limit=16))[0]
+    return [str(save_reconstructions(model, x, folder / "reconstructions.png", data.spec)),
+            str(save_interpolations(model, x[:8], x[8:16], folder / "interpolations.png", data.spec))]

@@ -162,6 +162,7 @@ class Trainer:
 
     def save(self) -> Path | None:
         path = None
+        self._check_parameters(self.step)
         if self.is_main:
             path = save_checkpoint(
                 self.run_dir / "checkpoints", self.step,
@@ -223,13 +224,24 @@ class Trainer:
 
     def _check(self, name: str, value: float, step: int):
         if not math.isfinite(value) or abs(value) > self.cfg.max_loss:
-            last = latest_checkpoint(self.run_dir)
-            kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
             what = "became " + str(value) if not math.isfinite(value) else f"exploded to {value:.3g} (> train.max_loss={self.cfg.max_loss:g})"
-            raise TrainingDiverged(
-                f"training diverged at step {step}: {name} {what}; {kept}. "
-                "Lower train.lr, set train.grad_clip=1.0 or add train.warmup_steps, then rerun with --resume"
-            )
+            self._diverged(f"{name} {what}", step)
+
+    def _diverged(self, what: str, step: int):
+        last = latest_checkpoint(self.run_dir)
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        raise TrainingDiverged(
+            f"training diverged at step {step}: {what}; {kept}. "
+            "Lower train.lr, set train.grad_clip=1.0 or add train.warmup_steps, then rerun with --resume"
+        )
+
+    def _check_parameters(self, step: int):
+        """A finite loss can still have an inf/NaN gradient that poisons the weights: never
+        checkpoint such weights (the last good checkpoint must stay the newest one)."""
+        bad = [n for n, p in self.raw_model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            self._diverged(f"the parameters became non-finite ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) "
+                           "although the loss was finite (an inf/NaN gradient)", step)
 
     def _update(self, name: str, batch) -> dict:
         opt = self.opts[name]
@@ -245,7 +257,9 @@ class Trainer:
         self.acc.backward(loss)
         if self.cfg.grad_clip > 0:
             params = [p for g in self._opts[name].param_groups for p in g["params"]]
-            self.acc.clip_grad_norm_(params, self.cfg.grad_clip)
+            norm = self.acc.clip_grad_norm_(params, self.cfg.grad_clip)
+            if norm is not None and not math.isfinite(float(norm)):  # stop before the step spoils the weights
+                self._diverged(f"the gradient norm{f' of {name}' if self.multi else ''} became {float(norm)}", self.step)
         opt.step()
         opt.zero_grad(set_to_none=True)
         prefix = f"{name}/" if self.multi else ""
