@@ -272,6 +272,56 @@ def test_ssm_mixers_and_monarch_mlp():
         tiny("none", mixer="s4d", logn_len=10)
 
 
+def test_class_conditioning_adds_a_label_embedding_to_every_position():
+    net = tiny("learned", vocab_size=None, in_dim=5, num_classes=3)
+    x = torch.randn(4, 24, 5, generator=gen(32))
+    y = torch.tensor([0, 1, 2, 3])  # 3 = no label
+    out = net(x, cond=y)
+    assert torch.equal(net(x), net(x, cond=torch.full((4,), 3)))  # cond None = the null label
+    assert not torch.allclose(out[0], net(x, cond=torch.tensor([1, 1, 2, 3]))[0])
+    torch.testing.assert_close(out[1:], net(x[1:], cond=y[1:]))  # examples do not interact
+    plain = tiny("learned", vocab_size=None, in_dim=5)  # the same weights, the label's row folded into the input bias
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("class_embed")})
+    with torch.no_grad():
+        plain.embed.bias += net.class_embed.weight[2]
+    torch.testing.assert_close(plain(x), net(x, cond=torch.full((4,), 2)))
+    cache = net.new_cache()  # the labels travel with every cached call
+    assert torch.allclose(torch.cat([net(x[:, i:i + 1], cache, cond=y) for i in range(24)], 1), out, atol=1e-5)
+    xg = x[:1].clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(net(xg, cond=y[:1])[0, 7].sum(), xg)
+    assert g[0, 8:].abs().sum() == 0  # still causal
+    with pytest.raises(ValueError, match="unconditional"):
+        tiny("learned")(torch.zeros(1, 4, dtype=torch.long), cond=torch.tensor([0]))
+    with pytest.raises(ValueError, match="0..3"):
+        net(x, cond=torch.tensor([0, 1, 2, 4]))
+    with pytest.raises(ValueError, match="one class label per example"):
+        net(x, cond=torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope", "shaw", "t5"])
+def test_attention_temperature_divides_the_logits(pos):
+    """attn_temp tau = the same network with its query projection divided by tau (every logit is
+    linear in q; T5's bias is divided too), and the cache agrees with the full pass."""
+    tau = 0.3
+    net = tiny(pos)
+    x = torch.randint(0, 11, (2, 24), generator=gen(33))
+    hot = net(x, attn_temp=tau)
+    assert not torch.allclose(hot, net(x), atol=1e-4)
+    cache = net.new_cache()
+    assert torch.allclose(torch.cat([net(x[:, i:i + 1], cache, attn_temp=tau) for i in range(24)], 1), hot, atol=1e-5)
+    if pos != "t5":
+        scaled = tiny(pos)
+        with torch.no_grad():
+            for b in scaled.blocks:
+                b.attn.qkv.weight[:32] /= tau
+                b.attn.qkv.bias[:32] /= tau
+        assert torch.allclose(scaled(x), hot, atol=1e-5)
+    with pytest.raises(ValueError, match="softmax"):
+        tiny("rope", attention="linear")(x, attn_temp=tau)
+    with pytest.raises(ValueError, match="> 0"):
+        net(x, attn_temp=0.0)
+
+
 # ------------------------------------------------------------------ image transformer
 def image_model(levels=2, shape=(1, 2, 3), **kw):
     torch.manual_seed(0)

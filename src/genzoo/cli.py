@@ -222,6 +222,11 @@ def cmd_reflow(args) -> int:
     if (out / "checkpoints").is_dir():
         raise ConfigError(f"{out} already holds a run; resume it with `genzoo train --resume {out}` or pick --out")
     pairs_file = out / "pairs.safetensors"
+    if pairs_file.is_file():  # a killed reflow left its pairs: reuse them if they are the ones asked for
+        from .models.diffusion.reflow import load_pairs
+
+        if load_pairs(pairs_file)[0].shape[0] != args.pairs:
+            pairs_file.unlink()
     if not pairs_file.is_file():
         x, z = generate_pairs(model, args.pairs, steps=args.ode_steps, sampler=args.sampler, progress=not args.no_progress)
         save_pairs(pairs_file, x, z, {k: v for k, v in cfg["data"].items()}, spec.to_dict())

@@ -47,8 +47,9 @@ class Attention(nn.Module):
 
     ``forward(x, positions, index, state)``: x (B, T, dim); ``positions`` the rotary positions of
     the T new tokens; ``index`` (T,) their sequence indices; ``state`` a dict (the layer's cache,
-    updated in place) or None. Returns (B, T, dim). ``self.aux_loss`` holds the commitment loss
-    of the last call (vq) or 0."""
+    updated in place) or None; ``temperature`` tau (softmax only) divides the logits,
+    softmax((q k^T / sqrt(d) + bias) / tau). Returns (B, T, dim). ``self.aux_loss`` holds the
+    commitment loss of the last call (vq) or 0."""
 
     def __init__(self, dim: int, heads: int, *, causal: bool, kind: str = "softmax", rope: nn.Module | None = None,
                  shaw: ShawRelative | None = None, t5: T5Bias | None = None, logn_len: int = 0, dropout: float = 0.0,
@@ -67,11 +68,14 @@ class Attention(nn.Module):
         self.vq_block = vq_block
         self.aux_loss = torch.zeros(())
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, index: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, index: torch.Tensor, state: dict | None = None,
+                temperature: float = 1.0) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # each (B, H, T, dh)
+        if temperature != 1.0 and self.kind != "softmax":
+            raise ValueError(f"an attention temperature applies to softmax attention only, not {self.kind!r}")
         if self.kind == "softmax":
-            y = self._softmax(q, k, v, positions, index, state)
+            y = self._softmax(q, k, v, positions, index, state, temperature)
         elif self.kind == "linear":
             y = self._linear(q, k, v, positions, state)
         else:
@@ -79,7 +83,7 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, T, -1))
 
     # -- softmax ---------------------------------------------------------------------------------
-    def _softmax(self, q, k, v, positions, index, state):
+    def _softmax(self, q, k, v, positions, index, state, temperature: float = 1.0):
         if self.rope is not None:
             q, k = self.rope(q, positions), self.rope(k, positions)
         if state is not None:
@@ -91,11 +95,13 @@ class Attention(nn.Module):
         if self.logn_len:
             n_keys = (index + 1) if self.causal else torch.full_like(index, Tk)
             q = q * logn_scale(index, n_keys, self.logn_len).to(q.dtype)[:, None]
+        if temperature != 1.0:  # every logit is linear in q (Shaw's too), the T5 bias is divided below
+            q = q / temperature
         mask = (k_index[None, :] <= index[:, None]) if self.causal else None
         bias = None
         t5 = self._t5[0]
         if t5 is not None:
-            bias = t5(index, k_index).to(q.dtype)[None]
+            bias = t5(index, k_index).to(q.dtype)[None] / temperature
         drop = self.dropout if self.training else 0.0
         if self.shaw is not None:  # explicit path: the value term needs the probabilities
             idx = self.shaw.index(index, k_index)

@@ -17,12 +17,20 @@ Papers and what is taken from each
   ``pos="rope2d"`` for raster-scanned image grids; see :mod:`genzoo.nn.rope`).
 * KV cache (standard incremental decoding): keys and values of past positions are kept per
   layer, so sampling T tokens costs O(T) network passes of one token each, not O(T^2).
+* Class conditioning (``num_classes``; as TARFLOW's released code, apple/ml-tarflow, conditions
+  its blocks): a learned embedding of the label is added to every position's input embedding;
+  row ``num_classes`` is the "no label" token (classifier-free guidance, the convention of
+  :mod:`genzoo.nn.unet`).
+* Attention temperature (``forward(..., attn_temp=tau)``): softmax(q k^T / (tau sqrt(d)));
+  Zhai et al. 2024 (TARFLOW) use tau != 1 to build the weaker prediction that guidance of an
+  unconditional model pushes away from.
 * Relative encodings (Shaw et al. 2018; T5), general RoPE exp(n B), the hierarchical extension
   of a learned table: :mod:`genzoo.nn.positions`. Attention kinds (softmax with log-n scaling,
   linear with RoPE, Transformer-VQ): :mod:`genzoo.nn.attention`.
 
-Shapes: ``forward(x, cache=None, positions=None)``; x is (B, T) int64 token ids when the
-Transformer was built with ``vocab_size`` (else (B, T, in_dim) vectors); returns (B, T, out_dim).
+Shapes: ``forward(x, cache=None, positions=None, cond=None, attn_temp=1.0)``; x is (B, T) int64
+token ids when the Transformer was built with ``vocab_size`` (else (B, T, in_dim) vectors);
+``cond`` (B,) int64 class labels; returns (B, T, out_dim).
 """
 from __future__ import annotations
 
@@ -100,8 +108,12 @@ class Block(nn.Module):
             Linear = nn.Linear
         self.mlp = nn.Sequential(Linear(dim, hidden), nn.GELU(), Linear(hidden, dim), nn.Dropout(dropout))
 
-    def forward(self, x, positions, index, state=None):
-        x = x + self.attn(self.norm1(x), positions, index, state)
+    def forward(self, x, positions, index, state=None, attn_temp: float = 1.0):
+        h = self.norm1(x)
+        if attn_temp == 1.0:
+            x = x + self.attn(h, positions, index, state)
+        else:  # only softmax attention takes a temperature (checked by Transformer.forward)
+            x = x + self.attn(h, positions, index, state, temperature=attn_temp)
         return x + self.mlp(self.norm2(x))
 
 
@@ -135,6 +147,9 @@ class Transformer(nn.Module):
         mlp_linear: "dense" | "monarch" (Dao et al. 2022's Monarch matrices in the MLP,
             :mod:`genzoo.nn.monarch`).
         norm: "layernorm" | "rmsnorm".
+        num_classes: 0 (default) = unconditional; K > 0 = a table of K + 1 learned class
+            embeddings added to every position's input embedding (row K = "no label");
+            ``forward(..., cond=y)`` picks the rows (cond None = no label for every example).
         mlp_ratio, dropout: MLP width factor; dropout in attention and MLP.
 
     After a forward pass, ``aux_loss`` holds the sum of the layers' auxiliary losses (the
@@ -147,7 +162,7 @@ class Transformer(nn.Module):
                  grid: tuple[int, int] | None = None, attention: str = "softmax", logn_len: int = 0,
                  relative_distance: int = 0, vq_codes: int = 64, vq_block: int = 64, mixer: str = "attention",
                  ssm_state: int = 0, mlp_linear: str = "dense", norm: str = "layernorm", mlp_ratio: float = 4.0,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, num_classes: int = 0):
         super().__init__()
         for name, value, valid in (("pos", pos, POSITIONS), ("attention", attention, ATTENTIONS), ("norm", norm, NORMS),
                                    ("rope_pairing", rope_pairing, PAIRINGS), ("mixer", mixer, MIXERS),
@@ -172,6 +187,10 @@ class Transformer(nn.Module):
         self.grid = tuple(grid) if grid is not None else None
         self.embed = nn.Embedding(vocab_size, dim) if vocab_size is not None else nn.Linear(in_dim, dim)
         self.pos_table = nn.Embedding(max_len, dim) if pos == "learned" else None
+        if int(num_classes) < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.class_embed = nn.Embedding(self.num_classes + 1, dim) if self.num_classes > 0 else None
         head_dim = dim // heads
         rope = None
         if pos in ("rope", "rope2d"):
@@ -236,12 +255,21 @@ class Transformer(nn.Module):
     def new_cache(self) -> KVCache:
         return KVCache(self.depth)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, positions: torch.Tensor | None = None,
+                cond: torch.Tensor | None = None, attn_temp: float = 1.0) -> torch.Tensor:
         """x (B, T) ids or (B, T, in_dim) -> (B, T, out_dim). With ``cache``, x continues the cached
         sequence (positions cache.length .. cache.length + T - 1) and the cache is extended.
         ``positions`` (T,) or (T, P) overrides the rotary positions (default: the sequence index,
-        or its grid cell for rope2d)."""
+        or its grid cell for rope2d). ``cond`` (B,) int64 class labels in 0..num_classes
+        (num_classes = no label; None = no label for every example), for a Transformer built
+        with ``num_classes > 0``; pass the same labels with every cached call. ``attn_temp``
+        tau divides every softmax attention logit (tau = 1: plain attention)."""
         T = x.shape[1]
+        if attn_temp != 1.0:
+            if not attn_temp > 0:
+                raise ValueError(f"attn_temp must be > 0, got {attn_temp}")
+            if any(getattr(b.attn, "kind", "") != "softmax" for b in self.blocks):
+                raise ValueError("attn_temp (attention temperature) applies to softmax attention only")
         start = cache.length if cache is not None else 0
         if self.pos_table is not None and start + T > self.max_len:
             raise ValueError(f"sequence of length {start + T} is longer than this Transformer's learned position table "
@@ -254,12 +282,24 @@ class Transformer(nn.Module):
             h = h + self.pos_table(index)
         elif self.pos == "sinusoidal":
             h = h + sinusoidal_table(index, self.dim).to(h.dtype)
+        if self.class_embed is not None:
+            if cond is None:
+                cond = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+            cond = torch.as_tensor(cond, device=x.device).long()
+            if cond.shape != (x.shape[0],):
+                raise ValueError(f"cond must hold one class label per example, shape ({x.shape[0]},); "
+                                 f"got {tuple(cond.shape)}")
+            if bool(((cond < 0) | (cond > self.num_classes)).any()):
+                raise ValueError(f"class labels must be in 0..{self.num_classes} ({self.num_classes} = no label)")
+            h = h + self.class_embed(cond)[:, None]
+        elif cond is not None:
+            raise ValueError("this Transformer has num_classes=0 (unconditional) but was given class labels (cond)")
         if positions is None:
             positions = grid_positions(*self.grid, device=x.device)[index] if self.pos == "rope2d" else index
         h = self.drop(h)
         aux = torch.zeros((), device=x.device)
         for i, block in enumerate(self.blocks):
-            h = block(h, positions, index, cache.layers[i] if cache is not None else None)
+            h = block(h, positions, index, cache.layers[i] if cache is not None else None, attn_temp)
             if getattr(block.attn, "kind", "") == "vq":
                 aux = aux + block.attn.aux_loss
         self.aux_loss = aux

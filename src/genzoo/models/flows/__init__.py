@@ -7,7 +7,9 @@
   squeeze, multi-scale with split priors, NICE's scaling, logit preprocessing.
 * :mod:`.nets`            - conditioner networks (MLP, RealNVP ResNet, Glow NN).
 * :mod:`.dequantization`  - Flow++ variational dequantisation q(u | x).
-* models: :class:`~.nice.NICE` ("nice"), :class:`~.realnvp.RealNVP` ("realnvp"), :class:`~.glow.Glow` ("glow").
+* :mod:`.tarflow`         - TARFLOW's patches and Transformer autoregressive affine blocks (on :mod:`genzoo.nn.transformer`).
+* models: :class:`~.nice.NICE` ("nice"), :class:`~.realnvp.RealNVP` ("realnvp"), :class:`~.glow.Glow` ("glow"),
+  :class:`~.tarflow.TarFlow` ("tarflow").
 
 See docs/flows.md for the conventions (direction, bits/dim) and how to train, sample and evaluate.
 """
@@ -18,3 +20,4 @@ from .dequantization import VariationalDequantizer  # noqa: F401
 from .glow import Glow  # noqa: F401
 from .nice import NICE  # noqa: F401
 from .realnvp import RealNVP  # noqa: F401
+from .tarflow import TarFlow  # noqa: F401
