@@ -99,12 +99,14 @@ def test_sampling_and_errors():
         m.loss(torch.full((2, D), 0.5) * 3)
     with pytest.raises(ConfigError, match="steps"):
         m.sample(2, steps=T + 1)
+    with pytest.raises(ConfigError, match="num_steps=10"):  # refused when built, not after training
+        model("absorbing", steps=100)
 
 
 def test_cli_on_binarised_digits(tmp_path):
     d = tmp_path / "run"
     assert main(["train", "discrete_diffusion", "data.name=digits", "data.binarize=static", "model.channels=8",
-                 "model.num_steps=50", "train.steps=20", "train.batch_size=16", "train.num_samples=4", "train.ckpt_every=0",
+                 "model.num_steps=50", "model.steps=10", "train.steps=20", "train.batch_size=16", "train.num_samples=4", "train.ckpt_every=0",
                  "train.valid_every=0", "--run-dir", str(d), "--no-progress"]) == 0
     out = tmp_path / "m.json"
     assert main(["eval", str(d), "--metrics", "nll", "--limit", "8", "--no-progress", "--out", str(out), "t_samples=5"]) == 0

@@ -98,6 +98,8 @@ class DiscreteDiffusion(GenerativeModel):
         self.shape, self.kind, self.K, self.T = tuple(int(s) for s in shape), kind, int(num_values), int(num_steps)
         self.S = self.K + 1 if kind == "absorbing" else self.K
         self.hybrid_lambda, self.default_steps = float(hybrid_lambda), int(steps) or int(num_steps)
+        if not 1 <= self.default_steps <= self.T:
+            raise ConfigError(f"model.steps (default sampling steps) must be in 1..num_steps={self.T}, got {self.default_steps}")
         self.D = math.prod(self.shape)
         t = torch.arange(self.T + 1, dtype=torch.float64)
         if kind == "absorbing":
