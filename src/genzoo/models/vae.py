@@ -8,7 +8,8 @@ Papers and the equations implemented
       L(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)),
       KL   = 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2)          (analytic)
   Reparameterisation: z = mu + sigma * eps, eps ~ N(0, I), one sample per example.
-* Burda, Grosse & Salakhutdinov 2016, "Importance Weighted Autoencoders" (ICLR), eq. 8:
+* Burda, Grosse & Salakhutdinov 2016, "Importance Weighted Autoencoders" (ICLR), eq. 8
+  (evaluation with ``log_prob(k=...)``, and training on L_k with ``objective="iwae"``):
       L_k(x) = E[ log (1/k) sum_{i=1..k} w_i ],  w_i = p(x, z_i) / q(z_i|x),  z_i ~ q(z|x),
   with log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x). L_1 is the ELBO (here with a
   Monte Carlo KL), L_k <= L_{k+1} <= log p(x), and L_k -> log p(x) as k -> infinity.
@@ -102,8 +103,15 @@ class VAE(GenerativeModel):
         decoder: str = "bernoulli",
         nr_mix: int = 1,
         kl_weight: float = 1.0,
+        objective: str = "elbo",
+        k_train: int = 5,
     ):
         super().__init__()
+        if objective not in ("elbo", "iwae"):
+            raise ConfigError(f"unknown VAE objective {objective!r}; valid: elbo, iwae")
+        if int(k_train) < 1:
+            raise ConfigError(f"VAE k_train must be >= 1, got {k_train}")
+        self.objective, self.k_train = objective, int(k_train)
         shape = tuple(int(s) for s in shape)
         if not shape or any(s <= 0 for s in shape):
             raise ConfigError(f"VAE shape must be a non-empty tuple of positive ints, got {shape}")
@@ -247,9 +255,18 @@ class VAE(GenerativeModel):
 
         Returns {"loss": rec + kl_weight * kl (= negative ELBO when kl_weight = 1),
         "nelbo": rec + kl (negative ELBO, always), "rec": -log p(x|z), "kl": analytic KL}.
+        With ``objective="iwae"`` (Burda et al. 2016, section 3: training on L_k) the loss is
+        -L_k with k = ``k_train`` importance samples (the paper trains with k = 5 and 50), and
+        "nelbo" / "rec" / "kl" are still logged.
         """
         self.check_options(kwargs, (), what="loss")
         x = self._check_x(batch)
+        if self.objective == "iwae":
+            lk = self.log_prob(x, k=self.k_train, generator=generator)
+            with torch.no_grad():
+                rec, kl = self._elbo_terms(x, generator)
+            rec, kl = -rec.mean(), kl.mean()
+            return {"loss": -lk.mean(), "iwae_bound": lk.mean().detach(), "nelbo": rec + kl, "rec": rec, "kl": kl}
         rec, kl = self._elbo_terms(x, generator)
         rec, kl = -rec.mean(), kl.mean()
         return {"loss": rec + self.kl_weight * kl, "nelbo": rec + kl, "rec": rec, "kl": kl}
