@@ -246,8 +246,8 @@ def main(argv=None) -> int:
         except ImportError:
             print("[diffusers] not installed (pip install diffusers): the reference loop is skipped")
         else:
+            throughput_probe(args.probe_steps, args.note)  # first: a few minutes, and the speed goal rests on it
             diffusers_reference(args.budget, args.n, args.note)
-            throughput_probe(args.probe_steps, args.note)
     print(f"wrote {R.rebuild_results_md()} and {plot()}")
     return 0
 
