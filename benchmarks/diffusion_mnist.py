@@ -43,7 +43,9 @@ CELLS = {
              ("heun", 18, {"grid": "karras"}), ("dpmpp_2m", 10, {"grid": "karras"}), ("ddpm", 10, {}), ("ddpm", 100, {}),
              ("ddim", 100, {}), ("ddpm", 1000, {})],
     "edm": [("euler", 1, {}), ("euler", 2, {}), ("euler", 4, {}), ("heun", 5, {}), ("euler", 10, {}), ("heun", 10, {}),
-            ("euler", 20, {}), ("heun", 18, {}), ("dpmpp_2m", 10, {}), ("euler", 100, {}), ("heun_stochastic", 18, {})],
+            ("euler", 20, {}), ("heun", 18, {}), ("dpmpp_2m", 10, {}), ("euler", 100, {}),
+            # EDM Algorithm 2 with the paper's ImageNet-64 churn settings (S_churn = 0 would be Algorithm 1 = heun)
+            ("heun_stochastic", 18, {"S_churn": 40, "S_tmin": 0.05, "S_tmax": 50, "S_noise": 1.003})],
     "flow": [("euler", 1, {}), ("euler", 2, {}), ("euler", 4, {}), ("euler", 10, {}), ("euler", 20, {}), ("heun", 18, {}),
              ("euler", 100, {}), ("dpmpp_2m", 10, {})],
 }
