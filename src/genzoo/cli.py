@@ -137,7 +137,7 @@ def _model_or_recipe(name: str) -> dict:
 
 
 def cmd_list(args) -> int:
-    from .config import CONFIG_DIR, load_recipe
+    from .config import CONFIG_DIR
     from .data import list_datasets
     from .registry import get_entry, list_models
 

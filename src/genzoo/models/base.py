@@ -98,3 +98,34 @@ class GenerativeModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+NULL_LABEL_NAMES = ("none", "null", "uncond", "unconditional")
+
+
+def resolve_labels(labels, n: int, num_classes: int, device, *, default: str = "cycle", model: str = "model"):
+    """Class labels (n,) int64 for a class-conditional network with the null label ``num_classes``
+    (classifier-free guidance), or None for an unconditional model (``num_classes == 0``).
+
+    ``labels``: None (``default``: "cycle" = 0, 1, ..., K-1, 0, ...; "null" = the null label K),
+    an int (every example), n ints, or "none"/"null" (the null label). Raises ConfigError naming
+    the problem otherwise."""
+    K = int(num_classes)
+    if K == 0:
+        if labels is not None:
+            raise ConfigError(f"this {model} is unconditional (num_classes=0); drop labels=")
+        return None
+    if labels is None:
+        labels = "null" if default == "null" else torch.arange(n, device=device) % K
+    if isinstance(labels, str):
+        if labels.lower() not in NULL_LABEL_NAMES:
+            raise ConfigError(f"labels must be ints, a list of n ints or 'none', got {labels!r}")
+        return torch.full((n,), K, dtype=torch.long, device=device)
+    y = torch.as_tensor(labels, device=device).long().reshape(-1)
+    if y.numel() == 1:
+        y = y.expand(n).clone()
+    if y.shape[0] != n:
+        raise ConfigError(f"labels needs one label per example ({n}), got {y.shape[0]}")
+    if bool(((y < 0) | (y > K)).any()):
+        raise ConfigError(f"labels must be in 0..{K - 1} (or {K} = no label), got {y.tolist()[:8]}")
+    return y

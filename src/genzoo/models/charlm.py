@@ -30,19 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
-from ..nn.transformer import ATTENTIONS, NORMS, POSITIONS, KVCache, Transformer
+from ..nn.transformer import ATTENTIONS, NORMS, POSITIONS, KVCache, Transformer, sample_logits
 from ..registry import register
 from .base import GenerativeModel
-
-
-def _pick(logits: torch.Tensor, temperature: float, top_k: int, generator) -> torch.Tensor:
-    """(B, V) logits -> (B,) ids drawn from softmax(logits / T) restricted to the top_k (0 = all)."""
-    logits = logits.float() / temperature
-    if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
 
 
 @register("charlm", family="autoregressive",
@@ -145,7 +135,7 @@ class CharLM(GenerativeModel):
 
         out = []
         for _ in tqdm(range(length), desc="tokens", disable=not opts.get("progress", False), leave=False):
-            tok = _pick(logits, T, k, generator)
+            tok = sample_logits(logits, T, k, generator)
             out.append(tok)
             if len(out) < length:
                 logits = self.next_logits(tok[:, None], cache)
@@ -178,7 +168,7 @@ def nbce_generate(model, contexts: list, length: int, *, beta: float = 0.25, tem
             entropy = -(logp[1:].exp() * logp[1:]).sum(-1)
             best = 1 + int(entropy.argmin())
             combined = (1 + beta) * logp[best] - beta * logp[0]
-        tok = _pick(combined[None], temperature, top_k, generator)
+        tok = sample_logits(combined[None], temperature, top_k, generator)
         out.append(int(tok))
         if len(out) < length:
             logits = [model.next_logits(tok[:, None], c) for c in caches]

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
-from ..nn.transformer import POSITIONS, Transformer
+from ..nn.transformer import POSITIONS, Transformer, sample_logits
 from ..registry import register
 from .base import GenerativeModel
 
@@ -156,8 +156,7 @@ class ImageTransformer(GenerativeModel):
                 out = self.net(token, cache)[:, -1]
             else:
                 out = self.net(torch.cat((torch.full((n, 1), self.bos, dtype=torch.long, device=dev), k[:, :i]), 1))[:, -1]
-            probs = F.softmax(out.float() / T, dim=-1)
-            k[:, i] = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(dev)
+            k[:, i] = sample_logits(out, T, 0, generator)
             if obs is not None:
                 k[:, i] = torch.where(mask[:, i], obs_k[:, i], k[:, i])
             token = k[:, i:i + 1]

@@ -37,7 +37,7 @@ from .quantize import VectorQuantizer
 ATTENTIONS = ("softmax", "linear", "vq")
 
 
-def logn_scale(q_index: torch.Tensor, n_keys: torch.Tensor, train_len: int) -> torch.Tensor:
+def logn_scale(n_keys: torch.Tensor, train_len: int) -> torch.Tensor:
     """(Tq,) factors max(1, log n / log n_train) for queries that see ``n_keys`` keys each."""
     return (torch.log(n_keys.to(torch.float32)) / math.log(train_len)).clamp(min=1.0)
 
@@ -94,7 +94,7 @@ class Attention(nn.Module):
         k_index = torch.arange(Tk, device=q.device) + (index[0] - (Tk - Tq))
         if self.logn_len:
             n_keys = (index + 1) if self.causal else torch.full_like(index, Tk)
-            q = q * logn_scale(index, n_keys, self.logn_len).to(q.dtype)[:, None]
+            q = q * logn_scale(n_keys, self.logn_len).to(q.dtype)[:, None]
         if temperature != 1.0:  # every logit is linear in q (Shaw's too), the T5 bias is divided below
             q = q / temperature
         mask = (k_index[None, :] <= index[:, None]) if self.causal else None

@@ -74,6 +74,18 @@ class SSMMixer(nn.Module):
 _ROTARY = ("rope", "rope2d", "rope-general")
 
 
+def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, V) logits -> (B,) ids drawn from softmax(logits / temperature), restricted to the top_k
+    (0 = all). Draws on the CPU so a CPU ``generator`` reproduces on any device."""
+    logits = logits.float() / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+
+
 class RMSNorm(nn.Module):
     """Zhang & Sennrich 2019: x / sqrt(mean(x^2) + eps) * g."""
 

@@ -53,7 +53,7 @@ from ...errors import ConfigError, DataError, did_you_mean
 from ...nn.time_mlp import TimeMLP
 from ...nn.unet import TIME_EMBEDDINGS, UNet
 from ...registry import register
-from ..base import GenerativeModel
+from ..base import GenerativeModel, resolve_labels
 from .likelihood import ode_log_prob
 from .losses import LOSSES, diffusion_loss
 from .precond import PARAMS, denoise
@@ -321,25 +321,7 @@ class Diffusion(GenerativeModel):
         ``labels``: None (conditional models: classes 0, 1, ..., K-1, 0, ... cycled), an int
         (every example), a sequence or tensor of n ints, or "none"/"null" (the null label:
         the unconditional model of classifier-free guidance)."""
-        K = self.num_classes
-        if K == 0:
-            if labels is not None:
-                raise ConfigError("this Diffusion model is unconditional (num_classes=0); drop labels=")
-            return None
-        if labels is None:
-            return torch.arange(n, device=device) % K
-        if isinstance(labels, str):
-            if labels.lower() in ("none", "null", "uncond", "unconditional"):
-                return _null_labels(n, K, device)
-            raise ConfigError(f"labels must be ints, a list of n ints or 'none', got {labels!r}")
-        y = torch.as_tensor(labels, device=device).long().reshape(-1)
-        if y.numel() == 1:
-            y = y.expand(n).clone()
-        if y.shape[0] != n:
-            raise ConfigError(f"labels needs one label per example ({n}), got {y.shape[0]}")
-        if bool(((y < 0) | (y > K)).any()):
-            raise ConfigError(f"labels must be in 0..{K - 1} (or {K} = no label), got {y.tolist()[:8]}...")
-        return y
+        return resolve_labels(labels, n, self.num_classes, device, model="Diffusion model")
 
     def denoiser(self, labels: torch.Tensor | None = None, guidance: float = 1.0, precision: str = "fp32"):
         """``D(x_t, t) -> x0_hat`` for the samplers and the likelihood.
@@ -508,12 +490,7 @@ class Diffusion(GenerativeModel):
         self.check_options(opts, self.log_prob_options, what="log_prob")
         x, _ = self._split(x)
         labels = opts.pop("labels", None)
-        y = None
-        if self.num_classes > 0:
-            B = x.shape[0]
-            y = _null_labels(B, self.num_classes, x.device) if labels is None else self._labels(labels, B, x.device)
-        elif labels is not None:
-            raise ConfigError("this Diffusion model is unconditional (num_classes=0); drop labels=")
+        y = resolve_labels(labels, x.shape[0], self.num_classes, x.device, default="null", model="Diffusion model")
         D = self.denoiser(y, 1.0)
         kw = {k: opts[k] for k in ("exact_trace", "num_probes", "rtol", "atol", "t_min", "method") if k in opts}
         kw["generator"] = _on_device(opts.get("generator"), x.device)

@@ -24,6 +24,7 @@ import torch
 
 from ...data.pairs import load_pairs, save_pairs  # noqa: F401 (re-exported)
 from ...errors import ConfigError
+from .precond import velocity_from_x0
 from .samplers import run_sampler
 
 
@@ -73,7 +74,8 @@ def straightness(model, n: int = 1000, steps: int = 100, *, seed: int = 0, batch
         path = [x]
         for k in range(steps):  # Euler: record every point of the trajectory
             t, t_next = float(ts[k]), float(ts[k + 1])
-            v = (x - D(x, torch.full((m,), t, device=x.device, dtype=x.dtype))) / t  # flow: dx/dt = (x_t - x0_hat) / t
+            tt = torch.full((m,), t, device=x.device, dtype=x.dtype)
+            v = velocity_from_x0(x, D(x, tt), tt, model.process)  # the probability-flow drift dx/dt
             x = x + (t_next - t) * v
             path.append(x)
         chord = path[0] - path[-1]  # x(1) - x(0), per unit of t

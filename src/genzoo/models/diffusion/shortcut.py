@@ -49,7 +49,6 @@ def steps_to_index(steps: int) -> int:
           summary="flow matching conditioned on the step size d; 1 to 128 sampling steps from one network")
 class Shortcut(Diffusion):
     sample_options = ("steps", "temperature", "clamp", "progress")
-    log_prob_options = Diffusion.log_prob_options
 
     def __init__(self, shape: tuple = (1, 28, 28), net: str = "unet", channels: int = 32, channel_mult: tuple = (1, 2, 2),
                  num_res_blocks: int = 1, attn_resolutions: tuple = (7,), hidden: int = 256, depth: int = 3,
@@ -74,13 +73,6 @@ class Shortcut(Diffusion):
         self.bootstrap_every, self.target_ema_decay = int(bootstrap_every), float(target_ema_decay)
         self.target_net = copy.deepcopy(self.net).requires_grad_(False)
         self.register_buffer("target_updates", torch.zeros((), dtype=torch.long))
-
-    def check_data(self, spec) -> None:
-        saved, self.num_classes = self.num_classes, 0
-        try:
-            super().check_data(spec)
-        finally:
-            self.num_classes = saved
 
     # -- the network as a function of (x_t, t, d) --------------------------------------------------
     def velocity(self, x: torch.Tensor, t: torch.Tensor, d_index: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:

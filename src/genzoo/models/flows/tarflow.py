@@ -64,6 +64,7 @@ from ...errors import ConfigError, DataError
 from ...nn.likelihoods import randn
 from ...nn.transformer import Transformer
 from ...registry import register
+from ..base import resolve_labels
 from ...units import bits_per_dim
 from .base import Chain, Flow, Transform
 from .transforms import Flatten
@@ -302,25 +303,7 @@ class TarFlow(Flow):
         """Labels (n,) int64 for the Transformers, or None (unconditional model). ``labels`` None
         gives ``default`` ("cycle": 0, 1, ..., K-1, 0, ...; "null": the null label K); else an int,
         n ints, or "none"/"null" (the null label)."""
-        K = self.num_classes
-        if K == 0:
-            if labels is not None:
-                raise ConfigError("this TARFLOW model is unconditional (num_classes=0); drop labels=")
-            return None
-        if labels is None:
-            labels = "null" if default == "null" else torch.arange(n) % K
-        if isinstance(labels, str):
-            if labels.lower() not in ("none", "null", "uncond", "unconditional"):
-                raise ConfigError(f"labels must be ints, a list of n ints or 'none', got {labels!r}")
-            return torch.full((n,), K, dtype=torch.long, device=device)
-        y = torch.as_tensor(labels, device=device).long().reshape(-1)
-        if y.numel() == 1:
-            y = y.expand(n).clone()
-        if y.shape[0] != n:
-            raise ConfigError(f"labels needs one label per example ({n}), got {y.shape[0]}")
-        if bool(((y < 0) | (y > K)).any()):
-            raise ConfigError(f"labels must be in 0..{K - 1} (or {K} = no label), got {y.tolist()[:8]}")
-        return y
+        return resolve_labels(labels, n, self.num_classes, device, default=default, model="TARFLOW model")
 
     # -- densities -----------------------------------------------------------------------
     def log_density(self, y: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
