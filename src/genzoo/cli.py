@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="log_prob options as key=value, e.g. k=1000 for the IWAE bound of a VAE")
     q.add_argument("run_dir")
     q.add_argument("options", nargs="*", metavar="key=value", help="model.log_prob options")
-    q.add_argument("--metrics", default=None, help="comma-separated subset of nll,fid,kid,pr,probe,modes (default: the recipe's eval.metrics)")
+    q.add_argument("--metrics", default=None, help="comma-separated subset of nll,fid,kid,pr,probe,modes,recon (default: the recipe's eval.metrics)")
     q.add_argument("--split", default=None, help="valid or test (default test)")
     q.add_argument("--n-samples", type=int, default=None, help="samples for fid/kid/pr (default 10000)")
     q.add_argument("--limit", type=int, default=None, help="evaluate nll on a fixed random subset of N examples")
@@ -123,6 +123,8 @@ def _model_or_recipe(name: str) -> dict:
     from .registry import _REGISTRY, list_models
 
     models = list_models()
+    if not (CONFIG_DIR / f"{name}.yaml").is_file() and name.replace("-", "_") in models:
+        name = name.replace("-", "_")  # `genzoo train vq-prior` = vq_prior
     if (CONFIG_DIR / f"{name}.yaml").is_file():
         return load_recipe(name)
     if name in models:

@@ -61,6 +61,8 @@ def list_models() -> dict[str, ModelEntry]:
 
 def get_entry(name: str) -> ModelEntry:
     _ensure_loaded()
+    if name not in _REGISTRY and isinstance(name, str) and name.replace("-", "_") in _REGISTRY:
+        name = name.replace("-", "_")  # `genzoo train vq-prior` = vq_prior
     if name not in _REGISTRY:
         raise ConfigError(
             f"unknown model {name!r}{did_you_mean(name, _REGISTRY)}; valid models: {', '.join(sorted(_REGISTRY))}"

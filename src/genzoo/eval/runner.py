@@ -12,6 +12,11 @@
   (:mod:`genzoo.eval.probe`); also writes RUN_DIR/reconstructions.png and
   RUN_DIR/interpolations.png (G(E(x)) and decoded latent interpolations) when the model
   can ``decode``.
+* ``recon``: autoencoders (anything with ``reconstruct`` or ``encode`` + ``decode``): the mean
+  squared reconstruction error per pixel in data units over ``n_samples`` evaluation images, the
+  FID of the reconstructions against those images (same features and floor as ``fid``), and for
+  tokenizers (``tokenize``) the fraction of the codebook used on them and the code perplexity;
+  writes RUN_DIR/reconstructions.png.
 * ``modes``: mode coverage of ``n_samples`` samples on the 8-Gaussians toy (:mod:`genzoo.eval.modes`).
 """
 from __future__ import annotations
@@ -27,7 +32,7 @@ from ..errors import ConfigError, did_you_mean
 from ..train.checkpoint import atomic_write_text
 from ..train.run import load_data, load_run
 
-VALID_METRICS = ("nll", "fid", "kid", "pr", "probe", "modes")
+VALID_METRICS = ("nll", "fid", "kid", "pr", "probe", "modes", "recon")
 
 
 def machine_description() -> str:
@@ -103,6 +108,15 @@ def evaluate_run(run_dir, metrics=None, *, split: str | None = None, n_samples: 
 
         res["probe"] = linear_probe(model, load_data(cfg["data"], "train"), data, seed=seed)
         res["probe"]["pictures"] = _encoder_pictures(model, data, Path(out).parent if out else Path(run_dir), seed)
+    if "recon" in metrics:
+        res["recon"] = reconstruction_metrics(model, data, n=n_samples, seed=seed, progress=progress)
+        if data.spec.kind == "image":
+            from ..viz import _image_range, save_image_grid
+
+            x = data.tensor(seed=seed, limit=16)
+            pairs = torch.stack([x.float(), _reconstruct(model, x).float().cpu()], 1).reshape(-1, *x.shape[1:])
+            path = (Path(out).parent if out else Path(run_dir)) / "reconstructions.png"
+            res["recon"]["picture"] = str(save_image_grid(pairs, path, value_range=_image_range(data.spec), nrow=8))
     if "modes" in metrics:
         from .modes import coverage_for
 
@@ -124,3 +138,41 @@ def _encoder_pictures(model, data, folder: Path, seed: int = 0) -> list[str]:
     x = next(data.iter_batches(16, seed=seed, limit=16))[0]
     return [str(save_reconstructions(model, x, folder / "reconstructions.png", data.spec)),
             str(save_interpolations(model, x[:8], x[8:16], folder / "interpolations.png", data.spec))]
+
+
+def _reconstruct(model, x: torch.Tensor) -> torch.Tensor:
+    if callable(getattr(model, "reconstruct", None)):
+        return model.reconstruct(x.to(model.device))
+    if callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None)):
+        return model.decode(model.encode(x.to(model.device)))
+    raise ConfigError(f"{type(model).__name__} cannot reconstruct (no encoder); the recon metric is for autoencoders "
+                      "such as vae, vqvae, vqgan, bigan, ogan")
+
+
+@torch.no_grad()
+def reconstruction_metrics(model, data, *, n: int = 10000, seed: int = 0, batch_size: int = 500,
+                           progress: bool = False) -> dict:
+    """Reconstruction MSE (per pixel, data units), FID of the reconstructions against the same
+    ``n`` evaluation images (and the FID floor), and codebook usage / perplexity for tokenizers."""
+    from tqdm.auto import tqdm
+
+    from . import sample_metrics
+
+    real = data.tensor(seed=seed, limit=n)
+    recs, codes = [], []
+    for i in tqdm(range(0, real.shape[0], batch_size), desc="reconstructing", disable=not progress, leave=False):
+        xb = real[i:i + batch_size]
+        recs.append(_reconstruct(model, xb).float().cpu())
+        if callable(getattr(model, "tokenize", None)):
+            codes.append(model.tokenize(xb.to(model.device)).cpu())
+    rec = torch.cat(recs)
+    out: dict = {"n": int(real.shape[0]), "mse": float(((rec - real.float()) ** 2).mean())}
+    if data.spec.kind == "image":
+        out["fid"] = sample_metrics(rec, real, metrics=["fid"], spec=data.spec)["fid"]
+        out["fid_protocol"] = f"FID(reconstructions of {real.shape[0]} evaluation images, those images)"
+    if codes:
+        from ..nn.quantize import codebook_stats
+
+        usage, ppl = codebook_stats(torch.cat(codes), model.codebook_size)
+        out.update({"codebook_size": int(model.codebook_size), "usage": usage, "perplexity": ppl})
+    return out

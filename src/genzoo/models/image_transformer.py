@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
-from ..nn.transformer import POSITIONS, Transformer, sample_logits
+from ..nn.transformer import POSITIONS, Transformer
 from ..registry import register
 from .base import GenerativeModel
 
@@ -146,18 +146,8 @@ class ImageTransformer(GenerativeModel):
                                   f"{tuple(obs.shape)} and {tuple(mask.shape)}")
             obs_k = self.to_tokens(obs.to(dev))
             mask = mask.to(dev).reshape(n, -1).bool()
-        from tqdm.auto import tqdm
-
-        k = torch.zeros(n, self.D, dtype=torch.long, device=dev)
-        cache = self.net.new_cache() if opts.get("use_cache", True) else None
-        token = torch.full((n, 1), self.bos, dtype=torch.long, device=dev)
-        for i in tqdm(range(self.D), desc="pixels", disable=not opts.get("progress", False), leave=False):
-            if cache is not None:
-                out = self.net(token, cache)[:, -1]
-            else:
-                out = self.net(torch.cat((torch.full((n, 1), self.bos, dtype=torch.long, device=dev), k[:, :i]), 1))[:, -1]
-            k[:, i] = sample_logits(out, T, 0, generator)
-            if obs is not None:
-                k[:, i] = torch.where(mask[:, i], obs_k[:, i], k[:, i])
-            token = k[:, i:i + 1]
+        k = self.net.generate(n, self.D, self.bos, temperature=T, generator=generator,
+                              observed=obs_k if obs is not None else None, mask=mask if obs is not None else None,
+                              use_cache=bool(opts.get("use_cache", True)), progress=bool(opts.get("progress", False)),
+                              desc="pixels")
         return self.from_tokens(k).reshape(n, *self.shape)

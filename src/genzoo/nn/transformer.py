@@ -267,6 +267,36 @@ class Transformer(nn.Module):
     def new_cache(self) -> KVCache:
         return KVCache(self.depth)
 
+    @torch.no_grad()
+    def generate(self, n: int, length: int, bos: int, *, temperature: float = 1.0, top_k: int = 0,
+                 generator: torch.Generator | None = None, observed: torch.Tensor | None = None,
+                 mask: torch.Tensor | None = None, use_cache: bool = True, cond: torch.Tensor | None = None,
+                 progress: bool = False, desc: str = "tokens") -> torch.Tensor:
+        """Autoregressive decoding of n sequences of ``length`` tokens after a BOS token id ``bos``:
+        the input is [BOS, t_1, ..., t_{length-1}] and output i is the distribution of t_{i+1} (the
+        layout of the image transformer and the VQ prior). Each token is drawn by
+        :func:`sample_logits` (temperature, top-k) from ``generator``. ``observed`` (n, length) ids
+        and ``mask`` (n, length) bool keep the observed tokens where mask is True (completion /
+        inpainting). ``use_cache=False`` recomputes the prefix every step (same tokens, slower).
+        Returns (n, length) int64."""
+        from tqdm.auto import tqdm
+
+        dev = next(self.parameters()).device
+        k = torch.zeros(n, length, dtype=torch.long, device=dev)
+        bos_col = torch.full((n, 1), int(bos), dtype=torch.long, device=dev)
+        cache = self.new_cache() if use_cache else None
+        token = bos_col
+        for i in tqdm(range(length), desc=desc, disable=not progress, leave=False):
+            if cache is not None:
+                out = self(token, cache, cond=cond)[:, -1]
+            else:
+                out = self(torch.cat((bos_col, k[:, :i]), 1), cond=cond)[:, -1]
+            k[:, i] = sample_logits(out, temperature, top_k, generator)
+            if observed is not None:
+                k[:, i] = torch.where(mask[:, i], observed[:, i], k[:, i])
+            token = k[:, i:i + 1]
+        return k
+
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, positions: torch.Tensor | None = None,
                 cond: torch.Tensor | None = None, attn_temp: float = 1.0) -> torch.Tensor:
         """x (B, T) ids or (B, T, in_dim) -> (B, T, out_dim). With ``cache``, x continues the cached
