@@ -170,7 +170,7 @@ def run_row(name: str, budget: float, prior_budget: float, n: int, order: int, n
         model_over = [f"(model vqvae_peer, {args})"]
     else:
         model_over = [f"model.{k}={v}" for k, v in args.items()]
-    steps = max(100, int(budget * 10))  # never reached: the budget ends the run, the schedule anneals over it
+    steps = max(100, int(budget * 50))  # never reached: the budget ends the run, the schedule anneals over it
     train_over = [f"train.time_budget={budget:g}", f"train.steps={steps}", "train.ckpt_every=500"]
     tok_over = ([] if peer else model_over) + train_over
     s_tok = _train("vqvae", tok_over, base / "tokenizer", peer)
@@ -179,7 +179,7 @@ def run_row(name: str, budget: float, prior_budget: float, n: int, order: int, n
     rec = evaluate_run(base / "tokenizer", ["recon"], n_samples=n, progress=False,
                        out=base / "tokenizer" / "metrics.json")["recon"]
     pr_over = [f"model.tokenizer={base / 'tokenizer'}", f"train.time_budget={prior_budget:g}",
-               f"train.steps={max(100, int(prior_budget * 10))}", "train.ckpt_every=500"]
+               f"train.steps={max(100, int(prior_budget * 50))}", "train.ckpt_every=500"]
     s_pr = _train("vq_prior", pr_over, base / "prior")
     ev = evaluate_run(base / "prior", ["fid"], n_samples=n, progress=False, out=base / "prior" / "metrics.json")
     sm = ev["sample_metrics"]
