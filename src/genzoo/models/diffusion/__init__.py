@@ -40,3 +40,4 @@ from .samplers import SAMPLERS, ddim_invert, nfe, run_sampler, sampler_options  
 from .model import Diffusion  # noqa: F401,E402  (registers "diffusion"; after the core it uses)
 from .shortcut import Shortcut  # noqa: F401,E402  (registers "shortcut")
 from .discrete import DiscreteDiffusion  # noqa: F401,E402  (registers "discrete_diffusion")
+from .pfgm import PFGM  # noqa: F401,E402  (registers "pfgm")
