@@ -11,7 +11,7 @@ import genzoo
 from genzoo.cli import main
 from genzoo.data.base import DataSpec
 from genzoo.errors import ConfigError, DataError
-from genzoo.nn.rope import RoPE, grid_positions
+from genzoo.nn.rope import RoPE, grid_positions, rope_tie_positions
 from genzoo.nn.attention import vq_attention_reference
 from genzoo.nn.positions import GeneralRoPE, hierarchical_extend, rope_generator, t5_bucket
 from genzoo.nn.transformer import POSITIONS, Transformer, sinusoidal_table
@@ -98,7 +98,7 @@ def tiny(pos="rope", **kw):
 
 
 #: every (position, attention) pair that the Transformer accepts
-VARIANTS = [(p, "softmax") for p in POSITIONS] + [(p, "linear") for p in ("none", "sinusoidal", "rope", "rope2d", "rope-general")] \
+VARIANTS = [(p, "softmax") for p in POSITIONS if p != "rope-tie"] + [(p, "linear") for p in ("none", "sinusoidal", "rope", "rope2d", "rope-general")] \
     + [(p, "vq") for p in ("none", "learned", "sinusoidal")] + [("none", "s4d"), ("sinusoidal", "rtf")]
 
 
@@ -409,3 +409,41 @@ def test_cli_train_sample_eval_on_digits(tmp_path):
     assert r["likelihood"] == "exact" and 0 < r["nll_nats"] < 64 * 0.7  # below the uniform 64 ln 2 after training
     o = tmp_path / "s.npy"
     assert main(["sample", str(d), "--n", "3", "--out", str(o), "temperature=0.9"]) == 0
+
+
+# ------------------------------------------------------------------ RoPE-Tie (multimodal positions)
+def test_rope_tie_layout_is_su_s():
+    """Su 2024 (kexue.fm/archives/10040): text (n, n); a w x h image after a token at L at (L + i(w+1), L + j(h+1));
+    the next token at K = L + (w+1)(h+1); the step into the image equals the step out of it."""
+    L, h, w = 4, 2, 3
+    pos = rope_tie_positions([("text", 5), ("image", (h, w)), ("text", 2)])
+    assert pos.shape == (5 + h * w + 2, 2) and pos.dtype == torch.long
+    assert pos[:5].tolist() == [[n, n] for n in range(5)]
+    img = pos[5:5 + h * w]
+    assert img.tolist() == [[L + i * (w + 1), L + j * (h + 1)] for i in range(1, h + 1) for j in range(1, w + 1)]
+    K = L + (w + 1) * (h + 1)
+    assert pos[-2:].tolist() == [[K, K], [K + 1, K + 1]]
+    step_in, step_out = img[0] - pos[4], pos[-2] - img[-1]
+    assert step_in.tolist() == step_out.tolist() == [w + 1, h + 1]
+    # the non-integer variant counts the image as w h tokens
+    f = rope_tie_positions([("text", 5), ("image", (h, w)), ("text", 1)], integer=False)
+    assert float(f[-1, 0]) == pytest.approx(L + w * h + 1) and float(f[-1, 1]) == pytest.approx(L + w * h + 1)
+    torch.testing.assert_close(f[5] - f[4], f[-1] - f[-2])
+    with pytest.raises(ValueError, match="segments"):
+        rope_tie_positions([("audio", 3)])
+
+
+def test_rope_tie_text_only_is_rope_1d_and_cache_matches():
+    x = torch.randint(0, 11, (2, 12), generator=gen(9))
+    tie, one = tiny("rope-tie"), tiny("rope")
+    one.load_state_dict(tie.state_dict())
+    pos = rope_tie_positions([("text", 12)])
+    torch.testing.assert_close(tie(x, positions=pos), one(x))  # text alone: exactly RoPE-1-D
+    mixed = rope_tie_positions([("text", 3), ("image", (2, 3)), ("text", 3)])
+    full = tie(x, positions=mixed)
+    cache = tie.new_cache()
+    steps = torch.cat([tie(x[:, :5], cache, positions=mixed[:5]), tie(x[:, 5:], cache, positions=mixed[5:])], 1)
+    torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(full, one(x), atol=1e-4)  # the image's 2-D positions change the outputs
+    with pytest.raises(ValueError, match="rope_tie_positions"):
+        tie(x)

@@ -56,8 +56,8 @@ class CharLM(GenerativeModel):
         for name, value, valid in (("pos", pos, POSITIONS), ("attention", attention, ATTENTIONS), ("norm", norm, NORMS)):
             if value not in valid:
                 raise ConfigError(f"unknown charlm {name} {value!r}; valid: {', '.join(valid)}")
-        if pos == "rope2d":
-            raise ConfigError("charlm is a 1-D sequence model; use pos=rope (rope2d is for image grids)")
+        if pos in ("rope2d", "rope-tie"):
+            raise ConfigError(f"charlm is a 1-D sequence model; use pos=rope ({pos} is for image grids / text-image mixes)")
         self.shape = (int(shape[0]),)
         self.vocab_size = int(vocab_size)
         max_len = int(max_len) or (self.shape[0] if pos == "learned" else 8192)

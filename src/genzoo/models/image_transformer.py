@@ -59,6 +59,8 @@ class ImageTransformer(GenerativeModel):
             raise ConfigError(f"image_transformer levels must be 2 (binary) or 256 (grey levels), got {levels}")
         if pos not in POSITIONS:
             raise ConfigError(f"unknown pos {pos!r}; valid: {', '.join(POSITIONS)}")
+        if pos == "rope-tie":
+            raise ConfigError("pos='rope-tie' is for sequences that mix text and image patches; use rope2d (or rope) here")
         self.shape, self.levels, self.value_range = shape, levels, tuple(float(v) for v in value_range)
         self.D = shape[1] * shape[2]
         try:

@@ -389,6 +389,8 @@ class VQPrior(GenerativeModel):
                               "(`genzoo train vqvae`)")
         if pos not in POSITIONS:
             raise ConfigError(f"unknown pos {pos!r}; valid: {', '.join(POSITIONS)}")
+        if pos == "rope-tie":
+            raise ConfigError("pos='rope-tie' is for sequences that mix text and image patches; use rope2d (or rope) here")
         from ..train.run import load_run, read_run_config
 
         from ..registry import get_entry

@@ -13,6 +13,13 @@ Papers
 * Su 2021, "Transformer upgrade road 4: 2-D rotary position encoding" (kexue.fm/archives/8397)
   and "... 17: multimodal position encoding" (RoPE-Tie, kexue.fm/archives/10040): a position
   with several axes rotates some frequency pairs by one axis and the others by the next.
+  RoPE-Tie (:func:`rope_tie_positions`), for sequences that mix text and w x h patch grids: a text
+  token at n is at (n, n), so text alone is exactly RoPE-1-D; after a sentence whose last token
+  is at L, the patch in row i = 1..h, column j = 1..w is at (L + i s, L + j t), and the first token
+  after the image is at K = L + (w + 1)(h + 1). The scales s = w + 1, t = h + 1 solve
+  (L + h s) + s = (L + w t) + t = K, so the step into the image, (s, t), equals the step out of it
+  (symmetry) with integer positions; ``integer=False`` takes s = (wh + 1)/(h + 1),
+  t = (wh + 1)/(w + 1) instead, so that the image counts as wh tokens (K = L + wh + 1).
 
 Pairing convention (the anchors disagree; genzoo offers both behind ``pairing``):
 
@@ -88,3 +95,37 @@ def grid_positions(height: int, width: int, device=None) -> torch.Tensor:
     """(height * width, 2) (row, col) positions of a raster-scanned grid."""
     r, c = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
     return torch.stack((r.flatten(), c.flatten()), dim=-1)
+
+
+def rope_tie_positions(segments, integer: bool = True, device=None) -> torch.Tensor:
+    """RoPE-Tie positions (T, 2) of a sequence of segments (Su 2024, kexue.fm/archives/10040).
+
+    ``segments``: a list of ("text", n_tokens) and ("image", (h, w)) items (an image is raster-scanned,
+    row by row). The first text token is at (0, 0). Text token at n -> (n, n); an image after a token
+    at L -> (L + i s, L + j t) for row i = 1..h, column j = 1..w, with (s, t) = (w + 1, h + 1)
+    (``integer=True``) or ((wh + 1)/(h + 1), (wh + 1)/(w + 1)); the next token resumes at
+    L + (h + 1) s. Use with ``Transformer(pos="rope-tie")`` and ``forward(x, positions=...)``."""
+    out, last = [], -1.0
+    for kind, size in segments:
+        if kind == "text":
+            n = int(size)
+            if n < 0:
+                raise ValueError(f"a text segment needs n_tokens >= 0, got {size}")
+            p = last + 1 + torch.arange(n, dtype=torch.float64)
+            out.append(torch.stack((p, p), -1))
+            last = last + n
+        elif kind == "image":
+            h, w = (int(v) for v in size)
+            if h < 1 or w < 1:
+                raise ValueError(f"an image segment needs (h, w) >= 1, got {size}")
+            s, t = (float(w + 1), float(h + 1)) if integer else ((w * h + 1) / (h + 1), (w * h + 1) / (w + 1))
+            r, c = torch.meshgrid(torch.arange(1, h + 1, dtype=torch.float64), torch.arange(1, w + 1, dtype=torch.float64),
+                                  indexing="ij")
+            out.append(torch.stack((last + r.flatten() * s, last + c.flatten() * t), -1))
+            last = last + (h + 1) * s - 1  # the next token is at L + (h + 1) s
+        else:
+            raise ValueError(f"segments are ('text', n) or ('image', (h, w)), got {kind!r}")
+    pos = torch.cat(out) if out else torch.zeros(0, 2, dtype=torch.float64)
+    if integer:
+        pos = pos.long()
+    return pos.to(device) if device is not None else pos

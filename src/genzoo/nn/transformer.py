@@ -43,7 +43,7 @@ from .attention import ATTENTIONS, Attention
 from .positions import GeneralRoPE, ShawRelative, T5Bias, hierarchical_extend, sinusoidal_table
 from .rope import PAIRINGS, RoPE, grid_positions
 
-POSITIONS = ("none", "learned", "sinusoidal", "rope", "rope2d", "rope-general", "shaw", "t5")
+POSITIONS = ("none", "learned", "sinusoidal", "rope", "rope2d", "rope-tie", "rope-general", "shaw", "t5")
 NORMS = ("layernorm", "rmsnorm")
 MIXERS = ("attention", "s4d", "rtf")
 LINEARS = ("dense", "monarch")
@@ -71,7 +71,7 @@ class SSMMixer(nn.Module):
             ys.append(y)
         state["s"] = s
         return torch.stack(ys, 1).to(x.dtype)
-_ROTARY = ("rope", "rope2d", "rope-general")
+_ROTARY = ("rope", "rope2d", "rope-tie", "rope-general")
 
 
 def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
@@ -147,6 +147,8 @@ class Transformer(nn.Module):
         rope_base, rope_pairing: theta_k = base^(-2k/d_head); "interleaved" (default,
             RoFormer) or "half" (LLaMA) pairs (see :mod:`genzoo.nn.rope`).
         grid: (H, W) of the raster-scanned grid for ``pos="rope2d"``.
+            ``pos="rope-tie"``: 2-axis RoPE for sequences that mix text and image patches (Su's RoPE-Tie);
+            every call passes ``positions`` from :func:`genzoo.nn.rope.rope_tie_positions`.
         attention: "softmax" | "linear" | "vq" (see :mod:`genzoo.nn.attention`).
         logn_len: 0 = off; else softmax logits of a query that sees n keys are scaled by
             max(1, log n / log logn_len) (Su's entropy-invariant scaling; set it to the
@@ -205,10 +207,11 @@ class Transformer(nn.Module):
         self.class_embed = nn.Embedding(self.num_classes + 1, dim) if self.num_classes > 0 else None
         head_dim = dim // heads
         rope = None
-        if pos in ("rope", "rope2d"):
-            if head_dim % (4 if pos == "rope2d" else 2):
-                raise ValueError(f"pos={pos!r} needs a head dimension divisible by {4 if pos == 'rope2d' else 2}, got {head_dim}")
-            rope = RoPE(head_dim, rope_base, rope_pairing, axes=2 if pos == "rope2d" else 1)
+        if pos in ("rope", "rope2d", "rope-tie"):
+            two = pos in ("rope2d", "rope-tie")
+            if head_dim % (4 if two else 2):
+                raise ValueError(f"pos={pos!r} needs a head dimension divisible by {4 if two else 2}, got {head_dim}")
+            rope = RoPE(head_dim, rope_base, rope_pairing, axes=2 if two else 1)
         elif pos == "rope-general":
             rope = GeneralRoPE(head_dim, rope_base)
         self.t5 = T5Bias(heads, causal, max_distance=relative_distance or 128) if pos == "t5" else None
@@ -336,6 +339,8 @@ class Transformer(nn.Module):
             h = h + self.class_embed(cond)[:, None]
         elif cond is not None:
             raise ValueError("this Transformer has num_classes=0 (unconditional) but was given class labels (cond)")
+        if positions is None and self.pos == "rope-tie":
+            raise ValueError("pos='rope-tie' needs positions=rope_tie_positions(segments) (genzoo.nn.rope) with every call")
         if positions is None:
             positions = grid_positions(*self.grid, device=x.device)[index] if self.pos == "rope2d" else index
         h = self.drop(h)
