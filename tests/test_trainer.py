@@ -38,6 +38,22 @@ def test_lr_schedule():
     assert lr_factor(60, 110, 10, "linear", 0.0) == pytest.approx(0.5)
 
 
+def test_time_budget_keeps_the_warmup_in_real_steps():
+    """train.steps=1e6 with a 300 s budget: after 1 s the decay stands at step 3333, but the
+    100-step warm-up still counts optimiser steps (it used to be over after 0.03 s)."""
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(cfg=SimpleNamespace(time_budget=300.0, steps=1_000_000), train_time=1.0)
+    assert Trainer._schedule_step(fake, 5) == 3333
+    assert lr_factor(3333, 1_000_000, 100, "cosine", 0.1, warmup_step=5) == pytest.approx(6 / 100)
+    assert lr_factor(3333, 1_000_000, 100, "cosine", 0.1, warmup_step=100) == pytest.approx(
+        lr_factor(3333, 1_000_000, 100, "cosine", 0.1))
+    fake.train_time = 300.0   # budget spent: the schedule is at its end whatever the step
+    assert lr_factor(Trainer._schedule_step(fake, 4000), 1_000_000, 100, "cosine", 0.1, warmup_step=4000) == pytest.approx(0.1)
+    fake.cfg.time_budget = 0.0
+    assert Trainer._schedule_step(fake, 5) == 5
+
+
 def test_ema_warmup_and_update():
     net = torch.nn.Linear(2, 1)
     ema = EMA(net, 0.999)

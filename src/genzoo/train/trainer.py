@@ -39,10 +39,15 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, dtype=np.uint32).astype(np.uint64) @ np.array([1, 1 << 31], dtype=np.uint64)) & ((1 << 63) - 1)
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
-    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then constant/cosine/linear decay."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
+def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float,
+              warmup_step: int | None = None) -> float:
+    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then constant/cosine/linear decay.
+
+    ``warmup_step`` (default ``step``) is the optimiser step the warm-up counts; the decay uses
+    ``step``, which a time-budgeted run moves ahead of the optimiser step (see ``Trainer._schedule_step``)."""
+    ws = step if warmup_step is None else warmup_step
+    if warmup > 0 and ws < warmup:
+        return (ws + 1) / warmup
     if schedule == "constant":
         return 1.0
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -212,15 +217,22 @@ class Trainer:
         return idx[self.rank::self.world]
 
     def _set_lr(self, step: int) -> float:
-        if self.cfg.time_budget > 0:
-            # a time-budgeted run anneals over whichever ends first, steps or seconds, so the
-            # schedule finishes when the budget does (such a run is not bit-reproducible)
-            step = max(step, int(self.cfg.steps * min(1.0, self.train_time / self.cfg.time_budget)))
-        f = lr_factor(step, self.cfg.steps, self.cfg.warmup_steps, self.cfg.schedule, self.cfg.min_lr_ratio)
+        f = lr_factor(self._schedule_step(step), self.cfg.steps, self.cfg.warmup_steps, self.cfg.schedule,
+                      self.cfg.min_lr_ratio, warmup_step=step)
         for o in self._opts.values():
             for g in o.param_groups:
                 g["lr"] = self.cfg.lr * f
         return self.cfg.lr * f
+
+    def _schedule_step(self, step: int) -> int:
+        """Where the decay stands: the step, or for a time-budgeted run whichever is further along,
+        steps or seconds, so the schedule finishes when the budget does (such a run is not
+        bit-reproducible). The warm-up always counts real optimiser steps: with
+        ``train.steps=1000000 train.time_budget=300`` a 100-step warm-up would otherwise be
+        over in 0.03 s."""
+        if self.cfg.time_budget > 0:
+            return max(step, int(self.cfg.steps * min(1.0, self.train_time / self.cfg.time_budget)))
+        return step
 
     def _check(self, name: str, value: float, step: int):
         if not math.isfinite(value) or abs(value) > self.cfg.max_loss:
