@@ -117,7 +117,8 @@ def _peer_model_registered() -> None:
         def lookup(self, idx):
             if self.kind == "vq":
                 return self.q.get_output_from_indices(idx.reshape(idx.shape[0], -1)).reshape(*idx.shape, -1)
-            return self.q.indices_to_codes(idx)
+            # flattened: given (B, h, w) indices the peer's FSQ guesses an image and returns channel-first codes
+            return self.q.indices_to_codes(idx.reshape(idx.shape[0], -1)).reshape(*idx.shape, -1)
 
     @register("vqvae_peer", family="vq", paper="benchmark peer: vector-quantize-pytorch inside genzoo's VQ-VAE")
     class PeerVQVAE(VQVAE):
