@@ -12,7 +12,8 @@ from genzoo.cli import main
 from genzoo.data import load_dataset
 from genzoo.errors import ConfigError, DataError
 from genzoo.models.diffusion.losses import diffusion_loss
-from genzoo.models.diffusion.reflow import generate_pairs, load_pairs, save_pairs, straightness
+from genzoo.models.diffusion.precond import denoise
+from genzoo.models.diffusion.reflow import generate_pairs, load_pairs, one_step_error, save_pairs, straightness
 from genzoo.train.run import load_run
 
 
@@ -37,6 +38,24 @@ def test_paired_loss_uses_the_given_noise():
         m.loss(x)
     with pytest.raises(ConfigError, match="coupling"):
         flow_mlp(coupling="ot")
+
+
+def test_distill_loss_is_the_one_step_error_at_t_max():
+    m = flow_mlp(coupling="distill")
+    with torch.no_grad():
+        for p in m.net.parameters():
+            p.add_(torch.randn(p.shape, generator=gen(4)) * 0.3)
+    x, z = torch.randn(8, 2, generator=gen(0)), torch.randn(8, 2, generator=gen(1))
+    got = m.loss((x, z))["loss"]
+    want = ((denoise(m.net, z, torch.ones(8), m.process, "velocity") - x) ** 2).mean()
+    assert torch.allclose(got, want)
+    # D(z; 1) is exactly one Euler step z - v(z, 1) from t = 1 to 0: the distilled model's sampler
+    assert torch.allclose(m.sample(8, generator=gen(1), steps=1, sampler="euler"),
+                          denoise(m.net, torch.randn(8, 2, generator=gen(1)), torch.ones(8), m.process, "velocity"), atol=1e-6)
+    assert one_step_error(m, x, z) == pytest.approx(float(got.detach()), rel=1e-5)
+    assert m.uses_labels
+    with pytest.raises(ConfigError, match="flow"):
+        genzoo.build("diffusion", shape=(2,), net="mlp", process="vp", param="eps", loss="simple", coupling="distill")
 
 
 def test_straightness_is_zero_for_a_straight_flow_and_positive_otherwise():
@@ -101,4 +120,16 @@ def test_reflow_on_moons_straightens_and_keeps_the_distribution(tmp_path):
     # ... and is much better than the 1-rectified flow with a single Euler step
     assert _nn_dist(m2.sample(2000, generator=gen(1), steps=1), test) < 0.7 * _nn_dist(m1.sample(2000, generator=gen(1), steps=1), test)
     assert main(["reflow", str(out / "nope")]) == 2
+    # distillation of the 2-rectified flow into a one-step generator (Liu et al. Sec. 2.3)
+    dist = tmp_path / "rf2-distill"
+    assert main(["reflow", str(out), "--distill", "--pairs", "4000", "--ode-steps", "50", "--out", str(dist), "--no-progress",
+                 "train.steps=300", "train.lr=1e-3", "train.warmup_steps=0"]) == 0
+    rep = json.loads((dist / "reflow.json").read_text())
+    assert rep["coupling"] == "distill" and rep["one_step_error_after"] < 0.5 * rep["one_step_error_before"], rep
+    m3, cfg3, _ = load_run(dist)
+    assert cfg3["model_args"]["coupling"] == "distill"
+    assert load_dataset("pairs", "test", path=cfg3["data"]["path"]).tensor().shape == test.shape  # the original test data
+    s3 = m3.sample(2000, generator=gen(1), steps=1)
+    assert _nn_dist(s3, test) < _nn_dist(m2.sample(2000, generator=gen(1), steps=1), test) + 0.01
+    assert main(["reflow", str(dist)]) == 2  # a one-step generator has no ODE to reflow
 

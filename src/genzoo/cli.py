@@ -52,10 +52,16 @@ next flow is trained on those (x0, z) pairs instead of independent ones, which s
 paths so that few Euler steps suffice. Writes RUN_DIR-reflow/pairs.safetensors, trains the
 2-rectified flow from RUN_DIR's weights there, and prints the straightness before and after.
 
+With --distill (the paper's Sec. 2.3) the pairs train a one-step generator instead: RUN_DIR's
+network is fine-tuned only at t = 1 so that one Euler step from z lands on ODE(z) (writes
+RUN_DIR-distill; prints the one-step error against the ODE before and after).
+
 example:
   genzoo train flow_matching --run-dir runs/rf1
   genzoo reflow runs/rf1 --pairs 20000 train.steps=2000
   genzoo sample runs/rf1-reflow sampler=euler steps=1
+  genzoo reflow runs/rf1-reflow --distill --pairs 20000 train.steps=2000
+  genzoo sample runs/rf1-reflow-distill sampler=euler steps=1
 """
 
 
@@ -108,8 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--pairs", type=int, default=50000, help="number of (x0, z) pairs to generate (default 50000)")
     q.add_argument("--ode-steps", type=int, default=100, help="Euler steps of the ODE that makes the pairs (default 100)")
     q.add_argument("--sampler", default="euler", help="deterministic sampler for the pairs (default euler)")
-    q.add_argument("--out", default=None, help="the new run folder (default RUN_DIR-reflow)")
+    q.add_argument("--out", default=None, help="the new run folder (default RUN_DIR-reflow, or RUN_DIR-distill)")
     q.add_argument("--fresh", action="store_true", help="start from random weights instead of RUN_DIR's (the paper starts from them)")
+    q.add_argument("--distill", action="store_true",
+                   help="train a one-step generator on the pairs (loss only at t = 1) instead of the next rectified flow")
     q.add_argument("--no-progress", action="store_true")
 
     q = sub.add_parser("demo", help="train the demo VAE on MNIST (~3 min on 2 cores) and evaluate it")
@@ -209,7 +217,7 @@ def cmd_train(args) -> int:
 
 def cmd_reflow(args) -> int:
     from .config import apply_overrides, parse_overrides
-    from .models.diffusion.reflow import generate_pairs, save_pairs, straightness
+    from .models.diffusion.reflow import generate_pairs, one_step_error, save_pairs, straightness
     from .train.run import load_run, train
 
     src = Path(args.run_dir)
@@ -218,9 +226,13 @@ def cmd_reflow(args) -> int:
         raise ConfigError(f"{src} is not a flow-matching run (model.process=flow); reflow straightens rectified flows only")
     if cfg["model_args"].get("num_classes", 0):
         raise ConfigError("reflow is implemented for unconditional runs; this run is class-conditional")
+    if cfg["model_args"].get("coupling") == "distill":
+        raise ConfigError(f"{src} is a distilled one-step generator (model.coupling=distill): its ODE is not trained; "
+                          "reflow or distil the flow it came from")
     if args.pairs <= 0 or args.ode_steps <= 0:
         raise ConfigError("--pairs and --ode-steps must be positive")
-    out = Path(args.out) if args.out else src.parent / (src.name + "-reflow")
+    coupling = "distill" if args.distill else "paired"
+    out = Path(args.out) if args.out else src.parent / (src.name + ("-distill" if args.distill else "-reflow"))
     if (out / "checkpoints").is_dir():
         raise ConfigError(f"{out} already holds a run; resume it with `genzoo train --resume {out}` or pick --out")
     pairs_file = out / "pairs.safetensors"
@@ -231,26 +243,40 @@ def cmd_reflow(args) -> int:
             pairs_file.unlink()
     if not pairs_file.is_file():
         x, z = generate_pairs(model, args.pairs, steps=args.ode_steps, sampler=args.sampler, progress=not args.no_progress)
-        save_pairs(pairs_file, x, z, {k: v for k, v in cfg["data"].items()}, spec.to_dict())
+        source = dict(cfg["data"])
+        if source.get("name") == "pairs":  # RUN_DIR is itself a reflow: point at the original data
+            from .models.diffusion.reflow import load_pairs
+
+            source = load_pairs(source["path"])[2]
+        save_pairs(pairs_file, x, z, source, spec.to_dict())
         print(f"wrote {args.pairs} pairs to {pairs_file}")
     new = dict(cfg)
     new["data"] = {"name": "pairs", "path": str(pairs_file.resolve())}
-    new["model_args"] = {**cfg["model_args"], "coupling": "paired"}
+    new["model_args"] = {**cfg["model_args"], "coupling": coupling}
     new["train"] = {**cfg.get("train", {})}
     if not args.fresh:
         new["train"]["init_from"] = str(src.resolve())
     new = apply_overrides(new, parse_overrides(args.overrides))
     if args.no_progress:
         new["train"]["progress"] = False
-    before = straightness(model, 500, 50)
+    if args.distill:  # held-out pairs from the same teacher ODE (another seed)
+        hx, hz = generate_pairs(model, 500, steps=args.ode_steps, sampler=args.sampler, seed=1)
+        before = one_step_error(model, hx, hz)
+    else:
+        before = straightness(model, 500, 50)
     out_dir, summary = train(new, out)
     model2, _, _ = load_run(out_dir)
-    after = straightness(model2, 500, 50)
-    report = {"source": str(src), "pairs": args.pairs, "ode_steps": args.ode_steps,
-              "straightness_before": before, "straightness_after": after, "steps": summary["steps"]}
-    (out_dir / "reflow.json").write_text(json.dumps(report, indent=2))
+    report = {"source": str(src), "pairs": args.pairs, "ode_steps": args.ode_steps, "coupling": coupling, "steps": summary["steps"]}
     print(f"run folder: {out_dir}")
-    print(f"straightness (Liu et al. eq. 5, per dim, 500 paths x 50 Euler steps): {before:.4g} -> {after:.4g}")
+    if args.distill:
+        after = one_step_error(model2, hx, hz)
+        report.update(one_step_error_before=before, one_step_error_after=after)
+        print(f"one-step error against the teacher's ODE (MSE per dim, 500 held-out pairs): {before:.4g} -> {after:.4g}")
+    else:
+        after = straightness(model2, 500, 50)
+        report.update(straightness_before=before, straightness_after=after)
+        print(f"straightness (Liu et al. eq. 5, per dim, 500 paths x 50 Euler steps): {before:.4g} -> {after:.4g}")
+    (out_dir / "reflow.json").write_text(json.dumps(report, indent=2))
     return 0
 
 

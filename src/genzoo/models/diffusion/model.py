@@ -148,7 +148,10 @@ class Diffusion(GenerativeModel):
         data_range: (lo, hi) of image data; image samples are clamped to it.
         coupling: "independent" (default: eps drawn afresh for every x_0) or "paired": batches
             are (x_0, z) pairs and z is the noise of x_0 (rectified flow's reflow, Liu et al.
-            2022: the pairs come from the ODE of a trained model; see :mod:`.reflow`).
+            2022: the pairs come from the ODE of a trained model; see :mod:`.reflow`), or
+            "distill": the same pairs train the one-step generator x_0 ~ D(z; t_max) (one
+            Euler step from t_max to 0) with the L2 loss || D(z; t_max) - x_0 ||^2 only at
+            t = t_max (Liu et al.'s distillation, their Sec. 2.3; flow process only).
     """
 
     likelihood = "exact"
@@ -181,10 +184,13 @@ class Diffusion(GenerativeModel):
         coupling: str = "independent",
     ):
         super().__init__()
-        if coupling not in ("independent", "paired"):
-            raise ConfigError(f"unknown coupling {coupling!r}; valid: independent, paired")
-        if coupling == "paired" and int(num_classes) > 0:
-            raise ConfigError("coupling='paired' (reflow) is for unconditional models; set num_classes=0")
+        if coupling not in ("independent", "paired", "distill"):
+            raise ConfigError(f"unknown coupling {coupling!r}; valid: independent, paired, distill")
+        if coupling != "independent" and int(num_classes) > 0:
+            raise ConfigError(f"coupling={coupling!r} (reflow) is for unconditional models; set num_classes=0")
+        if coupling == "distill" and process != "flow":
+            raise ConfigError("coupling='distill' distils a rectified flow (model.process=flow) into one step; "
+                              f"this model's process is {process!r}")
         shape = tuple(int(s) for s in shape)
         if not shape or any(s <= 0 for s in shape):
             raise ConfigError(f"Diffusion shape must be a non-empty tuple of positive ints, got {shape}")
@@ -221,7 +227,7 @@ class Diffusion(GenerativeModel):
         self.num_classes = int(num_classes)
         #: instance attribute: the trainer passes (x, y) batches only to class-conditional models
         self.coupling = coupling
-        self.uses_labels = self.num_classes > 0 or coupling == "paired"  # paired: the second element is z
+        self.uses_labels = self.num_classes > 0 or coupling != "independent"  # paired/distill: the second element is z
         self.label_dropout = float(label_dropout)
         self.data_range = (lo, hi)
         #: range image samples are clamped to; None for vectors (no fixed range)
@@ -365,10 +371,14 @@ class Diffusion(GenerativeModel):
         self.check_options(kwargs, (), what="loss")
         x, y = self._split(batch)
         generator = _on_device(generator, x.device)
-        if self.coupling == "paired":
+        if self.coupling != "independent":
             if y is None or tuple(y.shape) != tuple(x.shape):
-                raise DataError("coupling='paired' needs (x_0, z) batches with z of x_0's shape (the reflow pairs data set, "
-                                "`genzoo reflow RUN`); got " + ("no z" if y is None else f"z of shape {tuple(y.shape)}"))
+                raise DataError(f"coupling={self.coupling!r} needs (x_0, z) batches with z of x_0's shape (the reflow pairs "
+                                "data set, `genzoo reflow RUN`); got " + ("no z" if y is None else f"z of shape {tuple(y.shape)}"))
+            if self.coupling == "distill":  # one Euler step from t_max: x_0_hat = D(z; t_max)
+                t = torch.full((x.shape[0],), float(self.process.t_max), device=x.device, dtype=x.dtype)
+                x0_hat = denoise(self.net, y.to(x.device, x.dtype), t, self.process, self.param)
+                return {"loss": ((x0_hat - x) ** 2).flatten(1).mean(1).mean()}
             per_example = diffusion_loss(self.net, x, self.process, self.param, self.loss_name, generator=generator,
                                          noise=y.to(x.device, x.dtype))
             return {"loss": per_example.mean()}

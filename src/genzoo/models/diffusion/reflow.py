@@ -16,6 +16,12 @@ sampler, per dimension.
 (:func:`generate_pairs`), writes them as a safetensors file (:func:`save_pairs`; read back by
 the ``pairs`` data set), and trains the 2-rectified flow on them (``model.coupling=paired``,
 initialised from the 1-rectified weights as in the paper).
+
+**Distillation** (the paper's Sec. 2.3): `genzoo reflow RUN_DIR --distill` makes pairs with the
+ODE of RUN_DIR (usually the 2-rectified flow) and fine-tunes its network, from RUN_DIR's weights,
+only at t = t_max with || D(z; t_max) - ODE(z) ||^2 (``model.coupling=distill``): D(z; t_max) is
+the one-step Euler sample, so the result is a one-step generator (sample it with
+``sampler=euler steps=1``). :func:`one_step_error` measures its distance to the ODE.
 """
 from __future__ import annotations
 
@@ -84,3 +90,17 @@ def straightness(model, n: int = 1000, steps: int = 100, *, seed: int = 0, batch
             total += float(ts[k] - ts[k + 1]) * float(((chord - vk) ** 2).flatten(1).mean(1).sum())
         count += m
     return total / count
+
+
+@torch.no_grad()
+def one_step_error(model, x0: torch.Tensor, z: torch.Tensor, batch_size: int = 1000) -> float:
+    """Mean squared error per dimension between the model's one-step Euler sample from z
+    (t_max -> 0) and x0 (the teacher ODE's image of z): what distillation minimises."""
+    D = model.denoiser()
+    ts = model.time_grid(1, "uniform")
+    total = 0.0
+    for i in range(0, len(z), batch_size):
+        zb = z[i:i + batch_size].to(model.device)
+        x = run_sampler("euler", D, zb, ts, model.process)
+        total += float(((x.float().cpu() - x0[i:i + batch_size]) ** 2).flatten(1).mean(1).sum())
+    return total / len(z)
