@@ -217,7 +217,7 @@ def cmd_train(args) -> int:
 
 def cmd_reflow(args) -> int:
     from .config import apply_overrides, parse_overrides
-    from .models.diffusion.reflow import generate_pairs, one_step_error, save_pairs, straightness
+    from .models.diffusion.reflow import generate_pairs, load_pairs, one_step_error, save_pairs, straightness
     from .train.run import load_run, train
 
     src = Path(args.run_dir)
@@ -237,16 +237,12 @@ def cmd_reflow(args) -> int:
         raise ConfigError(f"{out} already holds a run; resume it with `genzoo train --resume {out}` or pick --out")
     pairs_file = out / "pairs.safetensors"
     if pairs_file.is_file():  # a killed reflow left its pairs: reuse them if they are the ones asked for
-        from .models.diffusion.reflow import load_pairs
-
         if load_pairs(pairs_file)[0].shape[0] != args.pairs:
             pairs_file.unlink()
     if not pairs_file.is_file():
         x, z = generate_pairs(model, args.pairs, steps=args.ode_steps, sampler=args.sampler, progress=not args.no_progress)
         source = dict(cfg["data"])
         if source.get("name") == "pairs":  # RUN_DIR is itself a reflow: point at the original data
-            from .models.diffusion.reflow import load_pairs
-
             source = load_pairs(source["path"])[2]
         save_pairs(pairs_file, x, z, source, spec.to_dict())
         print(f"wrote {args.pairs} pairs to {pairs_file}")
