@@ -133,3 +133,28 @@ def test_reflow_on_moons_straightens_and_keeps_the_distribution(tmp_path):
     assert _nn_dist(s3, test) < _nn_dist(m2.sample(2000, generator=gen(1), steps=1), test) + 0.01
     assert main(["reflow", str(dist)]) == 2  # a one-step generator has no ODE to reflow
 
+
+
+def test_reflow_resumes_a_killed_run_and_refuses_other_pairs(tmp_path):
+    common = ["model.net=mlp", "model.hidden=16", "model.depth=1", "train.batch_size=64", "train.num_samples=0",
+              "train.log_every=5", "train.ckpt_every=5"]
+    rf1, out = tmp_path / "rf1", tmp_path / "rf2"
+    assert main(["train", "diffusion_toy", "train.steps=10", *common, "--run-dir", str(rf1)]) == 0
+    args = ["reflow", str(rf1), "--pairs", "300", "--ode-steps", "4", "--out", str(out), "--no-progress"]
+    assert main([*args, "train.steps=10"]) == 0
+    made = json.loads((out / "pairs.json").read_text())
+    assert made["pairs"] == 300 and made["sampler"] == "euler" and made["seconds"] > 0
+    first = json.loads((out / "reflow.json").read_text())
+    assert first["pairs_seconds"] == made["seconds"]
+    assert main(args) == 2  # finished: refuses to run over it
+    # simulate a kill between the last checkpoint and the report: no summary, no report
+    (out / "reflow.json").unlink()
+    (out / "train_summary.json").unlink()
+    assert main([*args, "train.steps=20"]) == 2  # a resume takes no new overrides
+    assert main([*args[:4], "8", *args[5:]]) == 2  # other pairs than the run was trained on
+    assert main([*args, "--distill"]) == 2  # the killed run is a reflow, not a distillation
+    pairs_mtime = (out / "pairs.safetensors").stat().st_mtime
+    assert main(args) == 0
+    rep = json.loads((out / "reflow.json").read_text())
+    assert rep["steps"] == 10 and "straightness_after" in rep
+    assert (out / "pairs.safetensors").stat().st_mtime == pairs_mtime  # the pairs were reused

@@ -70,12 +70,13 @@ def prepare(raw_cfg: dict):
 
 def train(raw_cfg: dict, run_dir: Path | None = None, resume: bool = False) -> tuple[Path, dict]:
     """Train from a raw recipe dict (or resume ``run_dir``). Returns (run_dir, summary)."""
+    from .checkpoint import latest_checkpoint
     from .trainer import Trainer
 
     cfg, train_data, valid_data, model = prepare(raw_cfg)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     init = train_config(cfg).init_from
-    if init and not resume:
+    if init and not (resume and latest_checkpoint(run_dir) is not None):  # a checkpoint, if any, overrides init_from
         _init_weights(model, init)
     trainer = Trainer(model, train_data, train_config(cfg), run_dir, valid_data=valid_data, sample_opts=cfg["sample"])
     if trainer.is_main:

@@ -42,15 +42,16 @@ def check_reflowable(model) -> None:
 
 @torch.no_grad()
 def generate_pairs(model, n: int, *, steps: int = 100, sampler: str = "euler", batch_size: int = 500,
-                   seed: int = 0, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                   seed: int = 0, progress: bool = False, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """(x_0, z): n noises z ~ N(0, I) and the ODE's images x_0 = ODE(z) (deterministic sampler
-    on a uniform grid of ``steps``). Returns float32 CPU tensors of shape (n, *model.shape)."""
+    on a uniform grid of ``steps``; ``precision="bf16"`` runs the network under bfloat16 autocast,
+    the sampler arithmetic stays float32). Returns float32 CPU tensors of shape (n, *model.shape)."""
     check_reflowable(model)
     if sampler not in ("euler", "heun", "dpmpp_2m", "ode_adaptive", "ddim"):
         raise ConfigError(f"reflow pairs need a deterministic ODE sampler (euler, heun, dpmpp_2m, ode_adaptive), got {sampler!r}")
     from tqdm.auto import tqdm
 
-    D = model.denoiser()
+    D = model.denoiser(precision=precision)
     ts = model.time_grid(steps, "uniform")
     xs, zs = [], []
     for i in tqdm(range(0, n, batch_size), desc="reflow pairs", disable=not progress):
