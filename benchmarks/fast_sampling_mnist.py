@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Few-step generation on dequantised MNIST (issue 4): FID against NFE for flow matching (1-rectified
-flow), the 2-rectified flow (reflow), the shortcut model (1 to 128 steps) and Skip-Tuned EDM.
+flow), the 2-rectified flow (reflow), the shortcut model (1 to 128 steps), Skip-Tuned EDM, and PFGM
+(Poisson flow, its own ODE; 30 minutes like the rest).
 
 Same budget rule as benchmarks/diffusion_mnist.py: every network trains for ``--budget`` seconds
 (default 1800 = 30 minutes on 2 cores). The flow-matching and EDM runs ARE the diffusion
@@ -79,37 +80,13 @@ def run(args) -> None:
     floor = _floor(args.n, data_cfg)
     base = {"budget": f"{args.budget / 60:.3g} min", "fid_floor": floor, "note": args.note,
             "command": f"python benchmarks/fast_sampling_mnist.py --budget {args.budget:g} --n {args.n}"}
-    want = set(args.only or ["flow", "reflow", "shortcut", "skip"])
-    if want & {"flow", "reflow"}:
+    want = set(args.only or ["flow", "skip", "shortcut", "reflow", "pfgm"])
+    if "flow" in want:  # cheap first: the diffusion benchmark's runs, sampling only
         flow_dir = DM.train_model("flow", args.budget)
         m1, _, _ = load_run(flow_dir)
-        if "flow" in want:
-            for k in (1, 2, 4, 8, 16, 128):
-                _fid_cell(f"rf1-euler-{k}", m1, real, test.spec, args.n, {"sampler": "euler", "steps": k, "precision": "bf16"},
-                          {**base, "order": 100 + k, "model": "1-rectified flow", "sampler": "euler", "nfe": k})
-        if "reflow" in want:
-            out = R.OUT_DIR / TABLE / "rf2"
-            if not (out / "train_summary.json").is_file():
-                t0 = time.perf_counter()
-                R.run(["reflow", str(flow_dir), "--pairs", str(args.pairs), "--sampler", "heun", "--ode-steps", "18",
-                       "--precision", "bf16", "--out", str(out),
-                       "--no-progress", "train.steps=1000000", f"train.time_budget={args.budget:g}"],
-                      R.OUT_DIR / TABLE / "rf2.log")
-                (out / "bench_wall.json").write_text(json.dumps({"reflow_wall_s": time.perf_counter() - t0}))
-            m2, _, _ = load_run(out)
-            rep = json.loads((out / "reflow.json").read_text())
-            pairs_s = rep.get("pairs_seconds")
-            detail = (f"{args.pairs} pairs (Heun 18{f', made in {pairs_s / 60:.0f} min' if pairs_s else ''}); "
-                      f"straightness {rep['straightness_before']:.3g} -> {rep['straightness_after']:.3g}")
-            for k in (1, 2, 4, 8, 16, 128):
-                _fid_cell(f"rf2-euler-{k}", m2, real, test.spec, args.n, {"sampler": "euler", "steps": k, "precision": "bf16"},
-                          {**base, "order": 200 + k, "model": "2-rectified flow", "sampler": "euler", "nfe": k, "detail": detail})
-    if "shortcut" in want:
-        sc = R.train_or_resume(TABLE, "shortcut", "shortcut", ["train.steps=1000000", f"train.time_budget={args.budget:g}"])
-        ms, _, _ = load_run(sc)
-        for k in (1, 2, 4, 8, 16, 32, 64, 128):
-            _fid_cell(f"shortcut-{k}", ms, real, test.spec, args.n, {"steps": k},
-                      {**base, "order": 300 + k, "model": "shortcut", "sampler": "shortcut", "nfe": k})
+        for k in (1, 2, 4, 8, 16, 128):
+            _fid_cell(f"rf1-euler-{k}", m1, real, test.spec, args.n, {"sampler": "euler", "steps": k, "precision": "bf16"},
+                      {**base, "order": 100 + k, "model": "1-rectified flow", "sampler": "euler", "nfe": k})
     if "skip" in want:
         from genzoo.models.diffusion.skip_tuning import search
 
@@ -127,7 +104,37 @@ def run(args) -> None:
                       {"sampler": sampler, "steps": steps, "precision": "bf16", "skip_scales": r["best_scales"]},
                       {**base, "order": 500 + nfe, "model": "EDM + Skip-Tuning", "sampler": sampler, "nfe": nfe,
                        "detail": f"rho_inner {r['best_rho']} (validation FIDs {r['fids']})"})
-
+    if "shortcut" in want:
+        sc = R.train_or_resume(TABLE, "shortcut", "shortcut", ["train.steps=1000000", f"train.time_budget={args.budget:g}"])
+        ms, _, _ = load_run(sc)
+        for k in (1, 2, 4, 8, 16, 32, 64, 128):
+            _fid_cell(f"shortcut-{k}", ms, real, test.spec, args.n, {"steps": k},
+                      {**base, "order": 300 + k, "model": "shortcut", "sampler": "shortcut", "nfe": k})
+    if "reflow" in want:
+        flow_dir = DM.train_model("flow", args.budget)
+        out = R.OUT_DIR / TABLE / "rf2"
+        if not (out / "train_summary.json").is_file():
+            t0 = time.perf_counter()
+            R.run(["reflow", str(flow_dir), "--pairs", str(args.pairs), "--sampler", "heun", "--ode-steps", "18",
+                   "--precision", "bf16", "--out", str(out),
+                   "--no-progress", "train.steps=1000000", f"train.time_budget={args.budget:g}"],
+                  R.OUT_DIR / TABLE / "rf2.log")
+            (out / "bench_wall.json").write_text(json.dumps({"reflow_wall_s": time.perf_counter() - t0}))
+        m2, _, _ = load_run(out)
+        rep = json.loads((out / "reflow.json").read_text())
+        pairs_s = rep.get("pairs_seconds")
+        detail = (f"{args.pairs} pairs (Heun 18{f', made in {pairs_s / 60:.0f} min' if pairs_s else ''}); "
+                  f"straightness {rep['straightness_before']:.3g} -> {rep['straightness_after']:.3g}")
+        for k in (1, 2, 4, 8, 16, 128):
+            _fid_cell(f"rf2-euler-{k}", m2, real, test.spec, args.n, {"sampler": "euler", "steps": k, "precision": "bf16"},
+                      {**base, "order": 200 + k, "model": "2-rectified flow", "sampler": "euler", "nfe": k, "detail": detail})
+    if "pfgm" in want:  # PFGM (Xu et al. 2022): its own ODE in N + 1 dimensions, Heun steps uniform in log z
+        pf = R.train_or_resume(TABLE, "pfgm", "pfgm", ["train.steps=1000000", f"train.time_budget={args.budget:g}"])
+        mp, _, _ = load_run(pf)
+        for k in (5, 10, 25, 50):
+            _fid_cell(f"pfgm-heun-{k}", mp, real, test.spec, args.n, {"sampler": "heun", "steps": k},
+                      {**base, "order": 600 + k, "model": "PFGM", "sampler": "heun (log z)", "nfe": 2 * k,
+                       "detail": "trained on MNIST without dequantisation (configs/pfgm.yaml); network in fp32"})
 
 def plot() -> None:
     d = R.RESULTS_DIR / TABLE
@@ -156,7 +163,7 @@ def plot() -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", action="append", choices=["flow", "reflow", "shortcut", "skip"])
+    ap.add_argument("--only", action="append", choices=["flow", "reflow", "shortcut", "skip", "pfgm"])
     ap.add_argument("--budget", type=float, default=1800.0, help="training seconds per network (default 1800)")
     ap.add_argument("--n", type=int, default=1000, help="samples per FID cell (default 1000)")
     ap.add_argument("--pairs", type=int, default=20000, help="ODE pairs for the 2-rectified flow (default 20000)")
