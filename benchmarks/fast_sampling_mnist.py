@@ -108,7 +108,7 @@ def run(args) -> None:
         sc = R.train_or_resume(TABLE, "shortcut", "shortcut", ["train.steps=1000000", f"train.time_budget={args.budget:g}"])
         ms, _, _ = load_run(sc)
         for k in (1, 2, 4, 8, 16, 32, 64, 128):
-            _fid_cell(f"shortcut-{k}", ms, real, test.spec, args.n, {"steps": k},
+            _fid_cell(f"shortcut-{k}", ms, real, test.spec, args.n, {"steps": k, "precision": "bf16"},
                       {**base, "order": 300 + k, "model": "shortcut", "sampler": "shortcut", "nfe": k})
     if "reflow" in want:
         flow_dir = DM.train_model("flow", args.budget)

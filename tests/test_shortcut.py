@@ -41,6 +41,16 @@ def test_step_index_and_options():
         m.sample(2, sampler="heun")
     with pytest.raises(ConfigError, match="bootstrap_every"):
         genzoo.build("shortcut", shape=(2,), net="mlp", bootstrap_every=1)
+    # bf16 sampling: the network under autocast, close to fp32; a bad precision is named
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in m.net.parameters():  # the output layer starts at zero: give the net a non-zero velocity
+            p.normal_(0, 0.2)
+    a = m.sample(64, generator=gen(1), steps=4)
+    b = m.sample(64, generator=gen(1), steps=4, precision="bf16")
+    assert b.dtype == a.dtype and not torch.equal(a, b) and torch.allclose(a, b, atol=0.05)
+    with pytest.raises(ConfigError, match="bad precision"):
+        m.sample(2, precision="fp16")
 
 
 def test_loss_mixes_the_two_targets_and_moves_the_target_net():

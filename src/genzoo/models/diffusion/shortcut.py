@@ -32,7 +32,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...registry import register
-from .model import Diffusion
+from .model import PRECISIONS, Diffusion, _Autocast
 
 LEVELS = 8  # d = 2^j / 128, j = 0 .. 7
 MIN_STEPS, MAX_STEPS = 1, 128
@@ -48,7 +48,7 @@ def steps_to_index(steps: int) -> int:
 @register("shortcut", family="diffusion", paper="Frans, Hafner, Levine & Abbeel 2024 (One Step Diffusion via Shortcut Models)",
           summary="flow matching conditioned on the step size d; 1 to 128 sampling steps from one network")
 class Shortcut(Diffusion):
-    sample_options = ("steps", "temperature", "clamp", "progress")
+    sample_options = ("steps", "temperature", "clamp", "progress", "precision")
 
     def __init__(self, shape: tuple = (1, 28, 28), net: str = "unet", channels: int = 32, channel_mult: tuple = (1, 2, 2),
                  num_res_blocks: int = 1, attn_resolutions: tuple = (7,), hidden: int = 256, depth: int = 3,
@@ -129,9 +129,14 @@ class Shortcut(Diffusion):
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
         """n samples with ``steps`` in {1, 2, 4, ..., 128} shortcut steps of d = 1/steps from t = 1 to 0.
-        Options: steps, temperature (scales the prior draw), clamp (images to data_range), progress."""
+        Options: steps, temperature (scales the prior draw), clamp (images to data_range), progress,
+        precision ("fp32" or "bf16": the network under bfloat16 autocast, the updates in float32)."""
         self.check_options(opts, self.sample_options)
         steps = int(opts.get("steps", self.default_steps))
+        precision = opts.get("precision", "fp32")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"bad precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+        net = _Autocast(self.net) if precision == "bf16" else self.net
         j = steps_to_index(steps)
         dev = self.device
         x = torch.randn((n, *self.shape), generator=generator).to(dev) * float(opts.get("temperature", 1.0))
@@ -141,7 +146,7 @@ class Shortcut(Diffusion):
 
         for i in tqdm(range(steps), desc="shortcut", disable=not opts.get("progress", False), leave=False):
             t = torch.full((n,), 1.0 - i * d, device=dev, dtype=x.dtype)
-            x = x - d * self.velocity(x, t, idx)
+            x = x - d * self.velocity(x, t, idx, net)
         if opts.get("clamp", True) and self.sample_range is not None:
             x = x.clamp(*self.sample_range)
         return x
