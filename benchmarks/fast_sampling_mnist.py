@@ -103,7 +103,9 @@ def run(args) -> None:
             _fid_cell(name, me, real, test.spec, args.n,
                       {"sampler": sampler, "steps": steps, "precision": "bf16", "skip_scales": r["best_scales"]},
                       {**base, "order": 500 + nfe, "model": "EDM + Skip-Tuning", "sampler": sampler, "nfe": nfe,
-                       "detail": f"rho_inner {r['best_rho']} (validation FIDs {r['fids']})"})
+                       "detail": f"rho_inner {r['best_rho']} chosen on {args.search_n} validation samples (FID by rho: "
+                                 + ", ".join(f"{k:g}: {v:.2f}" for k, v in r["fids"].items()) + ")",
+                       "search_fids": r["fids"]})
     if "shortcut" in want:
         sc = R.train_or_resume(TABLE, "shortcut", "shortcut", ["train.steps=1000000", f"train.time_budget={args.budget:g}"])
         ms, _, _ = load_run(sc)
