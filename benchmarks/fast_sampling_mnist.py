@@ -171,8 +171,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=1000, help="samples per FID cell (default 1000)")
     ap.add_argument("--pairs", type=int, default=20000, help="ODE pairs for the 2-rectified flow (default 20000)")
     ap.add_argument("--search-n", type=int, default=500, help="validation samples per Skip-Tuning candidate (default 500)")
-    ap.add_argument("--rhos", default="1,0.9,0.8,0.7,0.6,0.5,0.4",
-                    help="Skip-Tuning candidates for rho_inner, the innermost skip factor (default 1,0.9,...,0.4)")
+    ap.add_argument("--rhos", default="1,0.8,0.6,0.4,0.3,0.2,0.1",
+                    help="Skip-Tuning candidates for rho_inner, the innermost skip factor (default 1,0.8,0.6,0.4,0.3,0.2,0.1)")
     ap.add_argument("--note", default="")
     args = ap.parse_args(argv)
     run(args)
