@@ -134,7 +134,6 @@ def test_reflow_on_moons_straightens_and_keeps_the_distribution(tmp_path):
     assert main(["reflow", str(dist)]) == 2  # a one-step generator has no ODE to reflow
 
 
-
 def test_reflow_resumes_a_killed_run_and_refuses_other_pairs(tmp_path):
     common = ["model.net=mlp", "model.hidden=16", "model.depth=1", "train.batch_size=64", "train.num_samples=0",
               "train.log_every=5", "train.ckpt_every=5"]

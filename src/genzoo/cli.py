@@ -220,8 +220,8 @@ def cmd_train(args) -> int:
 
 def cmd_reflow(args) -> int:
     from .config import apply_overrides, parse_overrides, read_run_config_for_resume
-    from .train.checkpoint import atomic_write_text
     from .models.diffusion.reflow import generate_pairs, load_pairs, one_step_error, save_pairs, straightness
+    from .train.checkpoint import atomic_write_text
     from .train.run import load_run, train
 
     src = Path(args.run_dir)

@@ -97,6 +97,13 @@ class _Autocast(nn.Module):
         return out.to(x.dtype)
 
 
+def with_precision(net: nn.Module, precision: str) -> nn.Module:
+    """``net`` itself ("fp32") or wrapped to run under bfloat16 autocast ("bf16"); a ConfigError names any other value."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"bad precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    return _Autocast(net) if precision == "bf16" else net
+
+
 def _on_device(generator: torch.Generator | None, device) -> torch.Generator | None:
     """A generator the core's draws can use on ``device``: ``generator`` itself when it lives
     there (or is None), else a generator on ``device`` seeded by one draw from it (so a CPU
@@ -337,11 +344,7 @@ class Diffusion(GenerativeModel):
         plain conditional denoiser, w = 0 the unconditional one (each then costs one
         network call; any other w two). precision "bf16": the network runs under bfloat16
         autocast (about 2x faster on CPUs with native bf16), everything else in float32."""
-        if precision not in PRECISIONS:
-            raise ConfigError(f"bad precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-        net, process, param = self.net, self.process, self.param
-        if precision == "bf16":
-            net = _Autocast(net)
+        net, process, param = with_precision(self.net, precision), self.process, self.param
         K = self.num_classes
 
         def uncond(x):

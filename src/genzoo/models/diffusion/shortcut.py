@@ -32,7 +32,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...registry import register
-from .model import PRECISIONS, Diffusion, _Autocast
+from .model import Diffusion, with_precision
 
 LEVELS = 8  # d = 2^j / 128, j = 0 .. 7
 MIN_STEPS, MAX_STEPS = 1, 128
@@ -133,10 +133,7 @@ class Shortcut(Diffusion):
         precision ("fp32" or "bf16": the network under bfloat16 autocast, the updates in float32)."""
         self.check_options(opts, self.sample_options)
         steps = int(opts.get("steps", self.default_steps))
-        precision = opts.get("precision", "fp32")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"bad precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-        net = _Autocast(self.net) if precision == "bf16" else self.net
+        net = with_precision(self.net, opts.get("precision", "fp32"))
         j = steps_to_index(steps)
         dev = self.device
         x = torch.randn((n, *self.shape), generator=generator).to(dev) * float(opts.get("temperature", 1.0))
