@@ -220,7 +220,11 @@ def test_hierarchical_extension_keeps_the_trained_positions():
         tiny("rope").extend_positions(100)
 
 
-def test_linear_attention_equals_its_quadratic_formula():
+@pytest.mark.parametrize("chunk", [64, 3])  # one chunk; three chunks, the last padded
+def test_linear_attention_equals_its_quadratic_formula(chunk, monkeypatch):
+    import genzoo.nn.attention as A
+
+    monkeypatch.setattr(A, "LINEAR_CHUNK", chunk)
     net = tiny("rope", attention="linear", depth=1)
     att = net.blocks[0].attn
     x = torch.randn(2, 7, 32, generator=gen(26))
@@ -232,6 +236,11 @@ def test_linear_attention_equals_its_quadratic_formula():
     den = (fq @ fk.transpose(-1, -2)).tril().sum(-1, keepdim=True)
     want = att.proj((num / den).transpose(1, 2).reshape(B, T, -1))
     assert torch.allclose(att(x, torch.arange(T), torch.arange(T)), want, atol=1e-5)
+    # the cache: a prefix of 4 in one call, then one token at a time, gives the same outputs
+    state = {}
+    parts = [att(x[:, :4], torch.arange(4), torch.arange(4), state)]
+    parts += [att(x[:, i:i + 1], torch.tensor([i]), torch.tensor([i]), state) for i in range(4, T)]
+    assert torch.allclose(torch.cat(parts, 1), want, atol=1e-5) and state["S"].shape == (B, 4, 8, 8)
 
 
 def test_transformer_vq_block_form_and_cache_equal_quadratic_attention():

@@ -35,6 +35,7 @@ from .positions import ShawRelative, T5Bias
 from .quantize import VectorQuantizer
 
 ATTENTIONS = ("softmax", "linear", "vq")
+LINEAR_CHUNK = 64  # causal linear attention works in chunks of this many positions
 
 
 def logn_scale(n_keys: torch.Tensor, train_len: int) -> torch.Tensor:
@@ -126,15 +127,30 @@ class Attention(nn.Module):
         if not self.causal:
             S, z = torch.einsum("bhtd,bhte->bhde", rk, v), fk.sum(2)
             num, den = torch.einsum("bhtd,bhde->bhte", rq, S), torch.einsum("bhtd,bhd->bht", fq, z)
-        else:
-            S = torch.cumsum(rk[..., :, None] * v[..., None, :], dim=2)  # (B, H, T, dh, dh)
-            z = torch.cumsum(fk, dim=2)
-            if state is not None and "S" in state:
-                S, z = S + state["S"][:, :, None], z + state["z"][:, :, None]
-            if state is not None:
-                state["S"], state["z"] = S[:, :, -1], z[:, :, -1]
-            num, den = torch.einsum("bhtd,bhtde->bhte", rq, S), torch.einsum("bhtd,bhtd->bht", fq, z)
-        return (num / den.clamp(min=1e-6)[..., None]).to(q.dtype)
+            return (num / den.clamp(min=1e-6)[..., None]).to(q.dtype)
+        # causal, in chunks of C positions (the chunked form of Katharopoulos et al.'s recurrence): inside a chunk
+        # the quadratic masked sum, across chunks the running state S = sum_j R_j phi(k_j) v_j^T, z = sum_j phi(k_j),
+        # so memory is O(T C + (T / C) dh^2) instead of the (T, dh, dh) prefix sums
+        B, H, T, dh = rq.shape
+        C = min(LINEAR_CHUNK, T)
+        pad = (-T) % C
+        if pad:  # padded positions come after every real one and have phi = 0: they add nothing to the sums
+            rq, rk, fq, fk, v = (F.pad(t, (0, 0, 0, pad)) for t in (rq, rk, fq, fk, v))
+        n = (T + pad) // C
+        rq, rk, fq, fk, v = (t.reshape(B, H, n, C, -1) for t in (rq, rk, fq, fk, v))
+        causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+        num = ((rq @ rk.transpose(-1, -2)) * causal) @ v  # within the chunk
+        den = ((fq @ fk.transpose(-1, -2)) * causal).sum(-1)
+        S_blk, z_blk = rk.transpose(-1, -2) @ v, fk.sum(-2)  # (B, H, n, dh, dh), (B, H, n, dh)
+        S_past, z_past = torch.cumsum(S_blk, 2) - S_blk, torch.cumsum(z_blk, 2) - z_blk  # chunks before this one
+        if state is not None and "S" in state:
+            S_past, z_past = S_past + state["S"][:, :, None], z_past + state["z"][:, :, None]
+        if state is not None:
+            state["S"], state["z"] = S_past[:, :, -1] + S_blk[:, :, -1], z_past[:, :, -1] + z_blk[:, :, -1]
+        num = num + rq @ S_past
+        den = den + (fq * z_past[:, :, :, None]).sum(-1)
+        y = (num / den.clamp(min=1e-6)[..., None]).reshape(B, H, n * C, dh)[:, :, :T]
+        return y.to(q.dtype)
 
     # -- Transformer-VQ --------------------------------------------------------------------------
     def _vq(self, q, k, v, state):
