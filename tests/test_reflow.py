@@ -36,6 +36,15 @@ def test_paired_loss_uses_the_given_noise():
     assert m.uses_labels  # the trainer passes (x0, z)
     with pytest.raises(DataError, match="pairs"):
         m.loss(x)
+    with pytest.raises(DataError, match="z of shape"):
+        m.loss((x, torch.zeros(8, dtype=torch.long)))  # labels where z belongs, in training
+    # validation runs on the source data's split (labels or nothing beside x, no pairs there): in eval mode the
+    # reflowed network gets the flow-matching loss with fresh noise; found by a 2-rectified MNIST run that died
+    # at its first validation
+    m.eval()
+    want = diffusion_loss(m.net, x, m.process, "velocity", "cfm", generator=gen(3)).mean()
+    for batch in ((x, torch.zeros(8, dtype=torch.long)), (x, None), x):
+        assert torch.allclose(m.loss(batch, generator=gen(3))["loss"], want)
     with pytest.raises(ConfigError, match="coupling"):
         flow_mlp(coupling="ot")
 

@@ -374,7 +374,11 @@ class Diffusion(GenerativeModel):
         self.check_options(kwargs, (), what="loss")
         x, y = self._split(batch)
         generator = _on_device(generator, x.device)
-        if self.coupling != "independent":
+        if self.coupling != "independent" and (y is None or tuple(y.shape) != tuple(x.shape)) and not self.training:
+            # validation: the pairs data set holds pairs only in its train split; its other splits are the source
+            # data (labels or nothing beside x), on which the reflowed network gets the flow-matching loss, fresh noise
+            y = None
+        elif self.coupling != "independent":
             if y is None or tuple(y.shape) != tuple(x.shape):
                 raise DataError(f"coupling={self.coupling!r} needs (x_0, z) batches with z of x_0's shape (the reflow pairs "
                                 "data set, `genzoo reflow RUN`); got " + ("no z" if y is None else f"z of shape {tuple(y.shape)}"))
