@@ -108,20 +108,16 @@ def run(args) -> None:
                        "detail": f"rho_inner {r['best_rho']} chosen on {args.search_n} validation samples (FID by rho: "
                                  + ", ".join(f"{k:g}: {v:.2f}" for k, v in r["fids"].items()) + ")",
                        "search_fids": r["fids"]})
-    if "shortcut" in want:
-        sc = R.train_or_resume(TABLE, "shortcut", "shortcut", ["train.steps=1000000", f"train.time_budget={args.budget:g}"])
+    for name, extra, order, label in (  # the authors' mix (1/8 of each batch on self-consistency), and 1/4
+            ("shortcut", [], 300, "shortcut"), ("shortcut-b4", ["model.bootstrap_every=4"], 350, "shortcut, 1/4 self-consistency")):
+        if name not in want:
+            continue
+        sc = R.train_or_resume(TABLE, name, "shortcut", ["train.steps=1000000", f"train.time_budget={args.budget:g}", *extra])
         ms, _, _ = load_run(sc)
+        detail = {"detail": "model.bootstrap_every=4 (1/4 of each batch on the self-consistency target; authors' 1/8)"} if extra else {}
         for k in (1, 2, 4, 8, 16, 32, 64, 128):
-            _fid_cell(f"shortcut-{k}", ms, real, test.spec, args.n, {"steps": k, "precision": "bf16"},
-                      {**base, "order": 300 + k, "model": "shortcut", "sampler": "shortcut", "nfe": k})
-    if "shortcut-b4" in want:  # the same, with 1/4 of each batch on self-consistency instead of the authors' 1/8
-        sc = R.train_or_resume(TABLE, "shortcut-b4", "shortcut",
-                               ["train.steps=1000000", f"train.time_budget={args.budget:g}", "model.bootstrap_every=4"])
-        ms, _, _ = load_run(sc)
-        for k in (1, 2, 4, 8, 16, 32, 64, 128):
-            _fid_cell(f"shortcut-b4-{k}", ms, real, test.spec, args.n, {"steps": k, "precision": "bf16"},
-                      {**base, "order": 350 + k, "model": "shortcut, 1/4 self-consistency", "sampler": "shortcut", "nfe": k,
-                       "detail": "model.bootstrap_every=4 (1/4 of each batch on the self-consistency target; authors' 1/8)"})
+            _fid_cell(f"{name}-{k}", ms, real, test.spec, args.n, {"steps": k, "precision": "bf16"},
+                      {**base, "order": order + k, "model": label, "sampler": "shortcut", "nfe": k, **detail})
     if "reflow" in want:
         flow_dir = DM.train_model("flow", args.budget)
         out = R.OUT_DIR / TABLE / "rf2"

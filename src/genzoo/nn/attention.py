@@ -138,9 +138,9 @@ class Attention(nn.Module):
             rq, rk, fq, fk, v = (F.pad(t, (0, 0, 0, pad)) for t in (rq, rk, fq, fk, v))
         n = (T + pad) // C
         rq, rk, fq, fk, v = (t.reshape(B, H, n, C, -1) for t in (rq, rk, fq, fk, v))
-        causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-        num = ((rq @ rk.transpose(-1, -2)) * causal) @ v  # within the chunk
-        den = ((fq @ fk.transpose(-1, -2)) * causal).sum(-1)
+        tril = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+        num = ((rq @ rk.transpose(-1, -2)) * tril) @ v  # within the chunk
+        den = ((fq @ fk.transpose(-1, -2)) * tril).sum(-1)
         S_blk, z_blk = rk.transpose(-1, -2) @ v, fk.sum(-2)  # (B, H, n, dh, dh), (B, H, n, dh)
         S_past, z_past = torch.cumsum(S_blk, 2) - S_blk, torch.cumsum(z_blk, 2) - z_blk  # chunks before this one
         if state is not None and "S" in state:

@@ -158,7 +158,9 @@ class Diffusion(GenerativeModel):
             2022: the pairs come from the ODE of a trained model; see :mod:`.reflow`), or
             "distill": the same pairs train the one-step generator x_0 ~ D(z; t_max) (one
             Euler step from t_max to 0) with the L2 loss || D(z; t_max) - x_0 ||^2 only at
-            t = t_max (Liu et al.'s distillation, their Sec. 2.3; flow process only).
+            t = t_max (Liu et al.'s distillation, their Sec. 2.3; flow process only). In eval mode
+            (the trainer's validation) a batch without z, such as the source data's valid split,
+            gets the independent flow-matching loss instead.
     """
 
     likelihood = "exact"
@@ -374,14 +376,13 @@ class Diffusion(GenerativeModel):
         self.check_options(kwargs, (), what="loss")
         x, y = self._split(batch)
         generator = _on_device(generator, x.device)
-        if self.coupling != "independent" and (y is None or tuple(y.shape) != tuple(x.shape)) and not self.training:
-            # validation: the pairs data set holds pairs only in its train split; its other splits are the source
-            # data (labels or nothing beside x), on which the reflowed network gets the flow-matching loss, fresh noise
-            y = None
-        elif self.coupling != "independent":
-            if y is None or tuple(y.shape) != tuple(x.shape):
+        paired = self.coupling != "independent" and y is not None and tuple(y.shape) == tuple(x.shape)
+        if self.coupling != "independent" and not paired:
+            if self.training:
                 raise DataError(f"coupling={self.coupling!r} needs (x_0, z) batches with z of x_0's shape (the reflow pairs "
                                 "data set, `genzoo reflow RUN`); got " + ("no z" if y is None else f"z of shape {tuple(y.shape)}"))
+            y = None  # validation on the source data (the pairs data set holds pairs only in train): flow-matching loss
+        if paired:
             if self.coupling == "distill":  # one Euler step from t_max: x_0_hat = D(z; t_max)
                 t = torch.full((x.shape[0],), float(self.process.t_max), device=x.device, dtype=x.dtype)
                 x0_hat = denoise(self.net, y.to(x.device, x.dtype), t, self.process, self.param)
