@@ -197,7 +197,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     models = [m for m in MODELS if not args.only or m in args.only]
     if not args.toys_only:
-        for i, name in enumerate(models):
+        for name in models:
+            i = list(MODELS).index(name)  # the table's row order, whatever --only selects
             if R.done(TABLE, name) and not args.force:
                 print(f"[{name}] done already ({R.row_path(TABLE, name)}); --force to redo")
                 continue
@@ -208,7 +209,8 @@ def main(argv=None) -> int:
             run_mnist_row(name, args.budget, args.n_samples, args.nll_limit, i, args.note)
             R.rebuild_results_md()
     if not args.mnist_only:
-        for i, (model, data_name) in enumerate((m, d) for m in models for d in TOY_DATA):
+        for model, data_name in ((m, d) for m in models for d in TOY_DATA):
+            i = list(MODELS).index(model) * len(TOY_DATA) + TOY_DATA.index(data_name)
             name = f"{model}-{data_name}"
             if R.done(TOY_TABLE, name) and not args.force:
                 print(f"[{name}] done already ({R.row_path(TOY_TABLE, name)}); --force to redo")
