@@ -85,11 +85,12 @@ R.TABLES[TABLE] = (
     "test images); the two differ by 1-2 nats. Each model trained for the budget on this machine "
     "(rows measured before session 9 used the recipe's step count when it ended first: `train s`). Autoregressive models: exact "
     "log-likelihood; VAE: IWAE bound with k = 1000 (an upper bound on its NLL). `single` is MADE's mask 0 "
-    "alone beside the ensemble. `sample s` = seconds to draw `n` samples in one batch. Published numbers "
+    "alone beside the ensemble. `best step`: a recipe with early stopping (train.keep_best, the NADE and MADE "
+    "papers' protocol) is evaluated with the weights of its lowest validation loss, taken at that step. `sample s` = seconds to draw `n` samples in one batch. Published numbers "
     "came from GPUs and far longer training; also published on dynamic MNIST: NVAE 78.01 (Vahdat & Kautz "
     "2020). A `note` says when the machine was shared with other jobs.",
     [("model", "model"), ("data", "binarization"), ("budget s", "budget_s"), ("train s", "train_s"),
-     ("steps", "steps"), ("params", "parameters"), ("img/s", "images_per_s"), ("NLL (nats)", "nll"),
+     ("steps", "steps"), ("best step", "best_step"), ("params", "parameters"), ("img/s", "images_per_s"), ("NLL (nats)", "nll"),
      ("single", "nll_single"), ("bits/dim", "bits_per_dim"), ("protocol", "protocol"), ("test images", "num_test"),
      ("sample s", "sample_s"), ("n", "sample_n"), ("published", "published"), ("source", "published_source")],
 )
@@ -146,7 +147,8 @@ def run_row(model: str, binarization: str, args, order: int) -> None:
         "parameters": s["parameters"], "images_per_s": s.get("images_per_s"), "nll": nll["nll"]["nll_nats"],
         "nll_stderr": nll["nll"].get("nll_nats_stderr"), "nll_single": single, "bits_per_dim": nll["nll"]["bits_per_dim"],
         "protocol": m["protocol"], "num_test": nll["nll"].get("num_examples"), "data": nll.get("data"),
-        "weights": nll.get("weights", {}).get("weights"), "sample_s": round(sample_s, 2), "sample_n": args.sample_n,
+        "weights": nll.get("weights", {}).get("weights"), "best_step": (s.get("best") or {}).get("step"),
+        "sample_s": round(sample_s, 2), "sample_n": args.sample_n,
         "published": published, "published_source": source, "note": args.note,
         "command": f"python benchmarks/likelihood_mnist.py --only {model} --binarization {binarization} "
                    f"--budget {args.budget:g}{f' --limit {args.limit}' if args.limit else ''}   # = {cmd}",

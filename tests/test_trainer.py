@@ -227,3 +227,58 @@ def test_time_budget_stops_and_checkpoints(tmp_path):
     run, summary = train(tiny_vae_cfg(steps=100000, time_budget=1.0, valid_every=0, log_every=1000), tmp_path / "tb")
     assert summary["stopped_by"].startswith("time budget") and summary["steps"] < 100000
     assert load_checkpoint(latest_checkpoint(run))["step"] == summary["steps"]
+
+
+# -- early stopping (train.keep_best) ------------------------------------------------------
+def _made_cfg(steps, **train):
+    # lr 3e-2 on the 1,297 digits: the validation loss bottoms out near step 100 and then rises (overfits)
+    t = {"steps": steps, "batch_size": 64, "lr": 3e-2, "log_every": 20, "ckpt_every": 40, "progress": False,
+         "num_samples": 4, "valid_every": 20, "valid_batches": 4, "ema_decay": 0.5, "keep_best": True}
+    t.update(train)
+    return {"model": "made", "model_args": {"hidden": [512], "direct": True},
+            "data": {"name": "digits", "binarize": "static"}, "train": t}
+
+
+def _valid_losses(run):
+    return {int(r["step"]): float(r["valid_loss"]) for r in csv.DictReader(open(run / "metrics.csv")) if r["valid_loss"]}
+
+
+def test_keep_best_keeps_the_weights_with_the_lowest_validation_loss(tmp_path):
+    from genzoo.train.run import load_run
+
+    run, summary = train(_made_cfg(200), tmp_path / "best")
+    losses = _valid_losses(run)
+    best_step = min(losses, key=losses.get)
+    assert best_step < 200, "this recipe is meant to overfit: the last step should not be the best one"
+    assert summary["best"]["step"] == best_step and summary["best"]["valid_loss"] == pytest.approx(losses[best_step], abs=1e-5)
+    b = load_checkpoint(latest_checkpoint(run, "best"))
+    assert b["step"] == best_step
+    model, _, _ = load_run(run)  # eval and sample load best/, EMA weights
+    assert model.loaded_from["step"] == best_step and model.loaded_from["weights"] == "ema"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, b["ema"][k]), k
+    last, _, _ = load_run(run, best=False)
+    assert last.loaded_from["step"] == 200
+    # the validation scored the EMA weights, the ones loaded: recompute it on the same batches
+    from genzoo.train.run import load_data
+    valid = load_data({"name": "digits", "binarize": "static"}, "valid")
+    tot = n = 0
+    with torch.no_grad():
+        for i, (x, _) in enumerate(valid.iter_batches(64, seed=1)):
+            if i >= 4:
+                break
+            tot += float(model.loss(x)["loss"]) * x.shape[0]
+            n += x.shape[0]
+    assert tot / n == pytest.approx(losses[best_step], abs=1e-4)
+
+
+def test_keep_best_survives_resume_and_needs_validation(tmp_path):
+    part, _ = train(_made_cfg(80), tmp_path / "part")
+    _, summary = train(_made_cfg(200), part, resume=True)
+    losses = _valid_losses(part)
+    assert sorted(losses) == list(range(20, 201, 20))
+    best_step = min(losses, key=losses.get)
+    assert summary["best"]["step"] == best_step == load_checkpoint(latest_checkpoint(part, "best"))["step"]
+    from genzoo.errors import ConfigError
+    with pytest.raises(ConfigError, match="valid_every"):
+        train(_made_cfg(10, valid_every=0), tmp_path / "bad")

@@ -215,6 +215,9 @@ def cmd_train(args) -> int:
     print(f"run folder: {out_dir}")
     print(f"samples:    {summary.get('samples')}")
     print(f"summary:    {json.dumps({k: summary[k] for k in ('steps', 'train_time_s', 'images_per_s', 'last_losses')})}")
+    if summary.get("best"):
+        print(f"best:       step {summary['best']['step']}, validation loss {summary['best']['valid_loss']:.4g} "
+              f"(train.keep_best: eval and sample load {out_dir / 'best'})")
     return 0
 
 

@@ -59,6 +59,8 @@ class TrainConfig:
     max_loss: float = 1e12            # |loss| above this counts as divergence
     valid_every: int = 0              # validation loss every N steps; 0 = off
     valid_batches: int = 10           # batches per validation pass
+    keep_best: bool = False           # early stopping: keep the weights (EMA if kept) with the lowest validation
+                                      # loss in RUN/best/; eval and sample then load them (needs valid_every)
     progress: bool = True             # tqdm progress bar
 
 
@@ -215,6 +217,9 @@ def resolve(cfg: dict) -> dict:
         raise ConfigError(f"bad value for train.schedule: {train.schedule!r}; valid: constant, cosine, linear")
     if train.precision not in ("fp32", "bf16"):
         raise ConfigError(f"bad value for train.precision: {train.precision!r}; valid: fp32, bf16")
+    if train.keep_best and train.valid_every <= 0:
+        raise ConfigError("train.keep_best=true picks the weights by their validation loss, but train.valid_every=0 "
+                          "never validates; set train.valid_every=N (e.g. 1000)")
     for name in ("steps", "batch_size"):
         if getattr(train, name) <= 0:
             raise ConfigError(f"train.{name} must be positive, got {getattr(train, name)}")

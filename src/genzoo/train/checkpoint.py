@@ -138,9 +138,11 @@ def save_checkpoint(ckpt_root: Path, step: int, *, model_state: dict, ema_state:
     return final
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """Folder of the newest complete checkpoint of a run, or None if it has none."""
-    root = Path(run_dir) / "checkpoints"
+def latest_checkpoint(run_dir: Path, sub: str = "checkpoints") -> Path | None:
+    """Folder of the newest complete checkpoint of a run, or None if it has none.
+
+    ``sub="best"``: the weights with the lowest validation loss (``train.keep_best``)."""
+    root = Path(run_dir) / sub
     ptr = root / "LATEST"
     if not ptr.is_file():
         return None

@@ -115,11 +115,13 @@ def read_run_config(run_dir: Path) -> dict:
     return yaml.safe_load(p.read_text())
 
 
-def load_run(run_dir, *, ema: bool = True, device: str | torch.device = "cpu"):
+def load_run(run_dir, *, ema: bool = True, best: bool = True, device: str | torch.device = "cpu"):
     """Rebuild the model of a run folder and load its newest checkpoint.
 
     Returns (model in eval mode, resolved config, DataSpec). ``ema=True`` uses the EMA
-    weights when the run kept them (the raw weights otherwise).
+    weights when the run kept them (the raw weights otherwise). ``best=True`` loads the
+    weights with the lowest validation loss instead when the run kept them
+    (``train.keep_best``: RUN/best/); ``model.loaded_from`` says which were loaded.
     """
     from ..data.base import DataSpec
 
@@ -136,9 +138,13 @@ def load_run(run_dir, *, ema: bool = True, device: str | torch.device = "cpu"):
     path = latest_checkpoint(run_dir)
     if path is None:
         raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first (or wait for train.ckpt_every steps)")
-    ck = load_checkpoint(path)
+    best_path = latest_checkpoint(run_dir, "best") if best else None
+    ck = load_checkpoint(best_path or path)
     state = ck["ema"] if (ema and ck["ema"] is not None) else ck["model"]
-    load_model_state(model, state, str(path))
+    load_model_state(model, state, str(best_path or path))
     model.to(device).eval()
-    model.loaded_from = {"checkpoint": str(path), "step": ck["step"], "weights": "ema" if (ema and ck["ema"] is not None) else "raw"}
+    model.loaded_from = {"checkpoint": str(best_path or path), "step": ck["step"],
+                         "weights": "ema" if (ema and ck["ema"] is not None) else "raw"}
+    if best_path is not None:
+        model.loaded_from["best_valid_loss"] = float(ck["extra"]["valid_loss"])
     return model, cfg, spec

@@ -15,6 +15,12 @@ resumed from its last checkpoint reproduces the uninterrupted run exactly, and t
 Run directory written here: config.yaml (by the caller), metrics.csv, samples/*.png,
 checkpoints/ (see checkpoint.py), train_summary.json; TensorBoard events when the
 ``tensorboard`` package is installed.
+
+Early stopping (``train.keep_best``, the protocol of the NADE and MADE papers): every
+validation scores the weights that evaluation uses (the EMA weights when kept, else the
+raw ones); the best so far are written atomically to best/ (a checkpoint folder holding
+its step and validation loss), which ``load_run`` (eval, sample) then prefers. Training
+itself runs to the end of its steps or budget and resumes from checkpoints/ as usual.
 """
 from __future__ import annotations
 
@@ -154,6 +160,7 @@ class Trainer:
         self.step = 0
         self.train_time = 0.0
         self._tb = None
+        self.best: dict | None = None  # {"step", "valid_loss"} of best/ (train.keep_best)
 
     # -- state ------------------------------------------------------------------------
     def state(self) -> dict:
@@ -199,7 +206,22 @@ class Trainer:
             o.load_state_dict(extra["optimizers"][k])
         self.step = int(ck["step"])
         self.train_time = float(extra.get("train_time_s", 0.0))
+        best = latest_checkpoint(self.run_dir, "best")
+        if self.cfg.keep_best and best is not None:
+            b = load_checkpoint(best)
+            if b["step"] <= self.step:  # a best/ written after the last checkpoint is redone by the resumed run
+                self.best = {"step": int(b["step"]), "valid_loss": float(b["extra"]["valid_loss"])}
         return True
+
+    def _keep_if_best(self, valid_loss: float) -> None:
+        """Write best/ when ``valid_loss`` is the lowest so far (train.keep_best)."""
+        if self.best is not None and not valid_loss < self.best["valid_loss"]:
+            return
+        self.best = {"step": self.step, "valid_loss": valid_loss}
+        if self.is_main:
+            save_checkpoint(self.run_dir / "best", self.step, model_state=self.raw_model.state_dict(),
+                            ema_state=self.ema.state_dict() if self.ema else None,
+                            extra={"valid_loss": valid_loss}, keep=1)
 
     # -- pieces -------------------------------------------------------------------------
     def _batch(self, step: int, k: int = 0):
@@ -278,18 +300,21 @@ class Trainer:
         return {prefix + k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
 
     @torch.no_grad()
-    def validate(self) -> float:
-        self.raw_model.eval()
+    def validate(self, net=None) -> float:
+        """Mean loss over ``valid_batches`` validation batches, of ``net`` (default: the raw weights)."""
+        net = self.raw_model if net is None else net
+        was_training = net.training
+        net.eval()
         tot, n = 0.0, 0
         for i, (x, y) in enumerate(self.valid_data.iter_batches(self.cfg.batch_size, seed=1)):
             if i >= self.cfg.valid_batches:
                 break
             x = x.to(self.acc.device)
-            batch = (x, y.to(self.acc.device) if y is not None else None) if getattr(self.raw_model, "uses_labels", False) else x
-            out = self.raw_model.loss(batch, **({"player": self.player_names[-1]} if self.multi else {}))
+            batch = (x, y.to(self.acc.device) if y is not None else None) if getattr(net, "uses_labels", False) else x
+            out = net.loss(batch, **({"player": self.player_names[-1]} if self.multi else {}))
             tot += float(out["loss"]) * x.shape[0]
             n += x.shape[0]
-        self.raw_model.train()
+        net.train(was_training)
         return tot / max(n, 1)
 
     @torch.no_grad()
@@ -391,7 +416,12 @@ class Trainer:
                 row = {"step": self.step, "epoch": self.sampler.epoch_of(step), "time_s": round(self.train_time, 3), "lr": lr, "images_per_s": round(ips, 1)}
                 row.update({k: round(v, 6) for k, v in logs.items()})
                 if self.valid_data is not None and cfg.valid_every and self.step % cfg.valid_every == 0:
-                    row["valid_loss"] = round(self.validate(), 6)
+                    if cfg.keep_best:  # score the weights that evaluation will load
+                        v = self.validate(self.ema.model if self.ema is not None else None)
+                        self._keep_if_best(v)
+                    else:
+                        v = self.validate()
+                    row["valid_loss"] = round(v, 6)
                 self._log_row(row)
                 if pbar is not None:
                     main = logs.get("loss", next(iter(logs.values())) if logs else float("nan"))
@@ -422,6 +452,8 @@ class Trainer:
             "parameters": sum(p.numel() for p in self.raw_model.parameters()),
             "samples": str(grid) if grid else None,
         }
+        if cfg.keep_best:
+            summary["best"] = self.best  # None when no validation ran
         if self.world > 1:
             summary["replica_max_abs_diff"] = self.replica_difference()
         if self.is_main:
