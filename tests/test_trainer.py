@@ -282,3 +282,19 @@ def test_keep_best_survives_resume_and_needs_validation(tmp_path):
     from genzoo.errors import ConfigError
     with pytest.raises(ConfigError, match="valid_every"):
         train(_made_cfg(10, valid_every=0), tmp_path / "bad")
+
+
+def test_a_fresh_run_drops_an_old_best_and_only_keep_best_runs_load_it(tmp_path):
+    from genzoo.train.run import load_run
+
+    run, _ = train(_made_cfg(40), tmp_path / "r")
+    assert latest_checkpoint(run, "best") is not None
+    train(_made_cfg(40, keep_best=False), run)  # a new run in the same folder: the old best/ is not its weights
+    assert not (run / "best").exists()
+    assert load_run(run)[0].loaded_from["step"] == 40
+    run2, _ = train(_made_cfg(40), tmp_path / "r2")
+    train(_made_cfg(60, keep_best=False), run2, resume=True)  # resumed without keep_best: best/ stays on disk, unused
+    assert (run2 / "best").exists() and load_run(run2)[0].loaded_from["step"] == 60
+    from genzoo.errors import ConfigError
+    with pytest.raises(ConfigError, match="multiple of train.log_every"):
+        train(_made_cfg(10, valid_every=30), tmp_path / "bad")

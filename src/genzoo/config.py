@@ -220,6 +220,9 @@ def resolve(cfg: dict) -> dict:
     if train.keep_best and train.valid_every <= 0:
         raise ConfigError("train.keep_best=true picks the weights by their validation loss, but train.valid_every=0 "
                           "never validates; set train.valid_every=N (e.g. 1000)")
+    if train.valid_every > 0 and train.valid_every % train.log_every != 0:
+        raise ConfigError(f"train.valid_every={train.valid_every} is not a multiple of train.log_every={train.log_every}: "
+                          "validation runs on logged steps only; make valid_every a multiple of log_every")
     for name in ("steps", "batch_size"):
         if getattr(train, name) <= 0:
             raise ConfigError(f"train.{name} must be positive, got {getattr(train, name)}")

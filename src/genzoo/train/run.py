@@ -120,8 +120,8 @@ def load_run(run_dir, *, ema: bool = True, best: bool = True, device: str | torc
 
     Returns (model in eval mode, resolved config, DataSpec). ``ema=True`` uses the EMA
     weights when the run kept them (the raw weights otherwise). ``best=True`` loads the
-    weights with the lowest validation loss instead when the run kept them
-    (``train.keep_best``: RUN/best/); ``model.loaded_from`` says which were loaded.
+    weights with the lowest validation loss instead when the run keeps them
+    (``train.keep_best`` in its config.yaml: RUN/best/); ``model.loaded_from`` says which were loaded.
     """
     from ..data.base import DataSpec
 
@@ -138,7 +138,8 @@ def load_run(run_dir, *, ema: bool = True, best: bool = True, device: str | torc
     path = latest_checkpoint(run_dir)
     if path is None:
         raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first (or wait for train.ckpt_every steps)")
-    best_path = latest_checkpoint(run_dir, "best") if best else None
+    keep_best = bool((cfg.get("train") or {}).get("keep_best", False))
+    best_path = latest_checkpoint(run_dir, "best") if (best and keep_best) else None
     ck = load_checkpoint(best_path or path)
     state = ck["ema"] if (ema and ck["ema"] is not None) else ck["model"]
     load_model_state(model, state, str(best_path or path))

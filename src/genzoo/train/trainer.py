@@ -374,6 +374,10 @@ class Trainer:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.resume() if resume else False
+        if not resumed and self.is_main and (self.run_dir / "best").exists():
+            import shutil  # best/ of an earlier run in this folder (whose checkpoints this run replaces)
+
+            shutil.rmtree(self.run_dir / "best")
         if self.is_main:
             self._csv_path, self._rows = self._open_csv()
             try:
