@@ -9,7 +9,7 @@ dynamically binarised MNIST (IWAE, NVAE, pytorch-generative), then:
 
 * test NLL: ``genzoo eval RUN --metrics nll`` on the 10,000 test images (``--limit N``: a
   fixed random subset), in nats per image. Autoregressive models give the exact
-  log-likelihood (MADE: the recipe's ensemble over masks, and the single mask 0 beside it);
+  log-likelihood (MADE with an ensemble recipe: its ensemble over masks);
   the VAE the IWAE bound with k = 1000 importance samples, an upper bound on its NLL;
 * parameters, training images/s (from the run's train_summary.json), and the wall-clock
   time to draw ``--sample-n`` samples in one batch (pixel by pixel for the autoregressive models).
@@ -37,30 +37,29 @@ import _results as R  # noqa: E402
 TABLE = "likelihood_mnist"
 BINARIZATIONS = ("static", "dynamic")
 
-#: model -> recipe, extra train overrides, extra eval options, a second evaluation for the single model
-#: of an ensemble (or None), protocol in words. Add a model by adding an entry (its recipe must train on
+#: model -> recipe, extra train overrides, extra eval options, protocol in words. Add a model by adding an entry (its recipe must train on
 #: data.name=mnist with a data.binarize override; PUBLISHED holds the reference numbers).
 MODELS: dict[str, dict] = {
-    "fvsbn": dict(recipe="fvsbn", train=[], eval=[], single=None, protocol="exact"),
-    "nade": dict(recipe="nade", train=[], eval=[], single=None, protocol="exact, natural order"),
-    "made": dict(recipe="made", train=[], eval=[], single=None, protocol="exact, one mask"),
-    "pixelcnn": dict(recipe="pixelcnn", train=[], eval=[], single=None, protocol="exact"),
-    "gated_pixelcnn": dict(recipe="gated_pixelcnn", train=[], eval=[], single=None, protocol="exact"),
+    "fvsbn": dict(recipe="fvsbn", train=[], eval=[], protocol="exact"),
+    "nade": dict(recipe="nade", train=[], eval=[], protocol="exact, natural order"),
+    "made": dict(recipe="made", train=[], eval=[], protocol="exact, one mask"),
+    "pixelcnn": dict(recipe="pixelcnn", train=[], eval=[], protocol="exact"),
+    "gated_pixelcnn": dict(recipe="gated_pixelcnn", train=[], eval=[], protocol="exact"),
     # the image transformer (issue 5 item 5, its own module and recipe): exact log p(x), KV-cached sampling
-    "image_transformer": dict(recipe="image_transformer", train=[], eval=[], single=None, protocol="exact"),
+    "image_transformer": dict(recipe="image_transformer", train=[], eval=[], protocol="exact"),
     # the foundation's VAE
-    "vae": dict(recipe="vae", train=[], eval=["k=1000"], single=None,
+    "vae": dict(recipe="vae", train=[], eval=["k=1000"],
                 protocol="IWAE bound, k=1000"),
     # the same VAE trained on the k=5 IWAE bound (Burda et al.), evaluated the same way
-    "iwae": dict(recipe="iwae_dynamic_mnist", train=[], eval=["k=1000"], single=None,
+    "iwae": dict(recipe="iwae_dynamic_mnist", train=[], eval=["k=1000"],
                  protocol="IWAE bound, k=1000; trained on k=5"),
     # the NVAE-style hierarchical VAE (Vahdat & Kautz 2020): its KL warm-up counts optimiser steps (1,800, ~30 % of
     # the ~6,000 steps that fit the 30-minute budget on 2 cores); the IWAE bound with k=1000 on the recipe's
     # fixed 1,000-image test subset (eval.nll_limit; each importance sample is a whole top-down pass)
-    "nvae": dict(recipe="nvae", train=[], eval=["k=1000"], single=None,
+    "nvae": dict(recipe="nvae", train=[], eval=["k=1000"],
                  protocol="IWAE bound, k=1000, on a fixed 1,000-image subset of the test set"),
     # absorbing discrete diffusion (issue 4): a variational bound, 64 stratified t per image
-    "discrete_diffusion": dict(recipe="discrete_diffusion", train=[], eval=["t_samples=64"], single=None,
+    "discrete_diffusion": dict(recipe="discrete_diffusion", train=[], eval=["t_samples=64"],
                                protocol="D3PM bound, 64 stratified t"),
 }
 
@@ -82,16 +81,14 @@ R.TABLES[TABLE] = (
     "Likelihood models on binarised MNIST under one CPU budget (issue 5)",
     "Test NLL in nats per image (lower is better) on the 10,000 MNIST test images, static binarisation "
     "(Larochelle & Murray 2011's fixed set) or dynamic binarisation (a seeded Bernoulli draw of the grey "
-    "test images); the two differ by 1-2 nats. Each model trained for the budget on this machine "
-    "(rows measured before session 9 used the recipe's step count when it ended first: `train s`). Autoregressive models: exact "
-    "log-likelihood; VAE: IWAE bound with k = 1000 (an upper bound on its NLL). `single` is MADE's mask 0 "
-    "alone beside the ensemble. `best step`: a recipe with early stopping (train.keep_best, the NADE and MADE "
+    "test images); the two differ by 1-2 nats. Each model trained for the budget on this machine. Autoregressive "
+    "models: exact log-likelihood; VAE: IWAE bound with k = 1000 (an upper bound on its NLL). `best step`: a recipe with early stopping (train.keep_best, the NADE and MADE "
     "papers' protocol) is evaluated with the weights of its lowest validation loss, taken at that step. `sample s` = seconds to draw `n` samples in one batch. Published numbers "
     "came from GPUs and far longer training; also published on dynamic MNIST: NVAE 78.01 (Vahdat & Kautz "
     "2020). A `note` says when the machine was shared with other jobs.",
     [("model", "model"), ("data", "binarization"), ("budget s", "budget_s"), ("train s", "train_s"),
      ("steps", "steps"), ("best step", "best_step"), ("params", "parameters"), ("img/s", "images_per_s"), ("NLL (nats)", "nll"),
-     ("single", "nll_single"), ("bits/dim", "bits_per_dim"), ("protocol", "protocol"), ("test images", "num_test"),
+     ("bits/dim", "bits_per_dim"), ("protocol", "protocol"), ("test images", "num_test"),
      ("sample s", "sample_s"), ("n", "sample_n"), ("published", "published"), ("source", "published_source")],
 )
 
@@ -131,11 +128,6 @@ def run_row(model: str, binarization: str, args, order: int) -> None:
     limit = ["--limit", str(args.limit)] if args.limit else []
     R.run(["eval", str(run_dir), "--metrics", "nll", "--no-progress", "--out", str(run_dir / "nll.json"), *limit, *m["eval"]], log)
     nll = json.loads((run_dir / "nll.json").read_text())
-    single = None
-    if m["single"]:
-        R.run(["eval", str(run_dir), "--metrics", "nll", "--no-progress", "--out", str(run_dir / "nll_single.json"),
-               *limit, *m["single"]], log)
-        single = json.loads((run_dir / "nll_single.json").read_text())["nll"]["nll_nats"]
     sample_s = time_sampling(run_dir, args.sample_n)
     published, source = PUBLISHED.get((model, binarization), (None, None))
     evals = " ".join([*limit, *m["eval"]])
@@ -145,7 +137,7 @@ def run_row(model: str, binarization: str, args, order: int) -> None:
         "order": order, "name": name, "model": model, "recipe": m["recipe"], "binarization": binarization,
         "budget_s": args.budget, "train_s": s["train_time_s"], "steps": s["steps"], "stopped_by": s.get("stopped_by"),
         "parameters": s["parameters"], "images_per_s": s.get("images_per_s"), "nll": nll["nll"]["nll_nats"],
-        "nll_stderr": nll["nll"].get("nll_nats_stderr"), "nll_single": single, "bits_per_dim": nll["nll"]["bits_per_dim"],
+        "nll_stderr": nll["nll"].get("nll_nats_stderr"), "bits_per_dim": nll["nll"]["bits_per_dim"],
         "protocol": m["protocol"], "num_test": nll["nll"].get("num_examples"), "data": nll.get("data"),
         "weights": nll.get("weights", {}).get("weights"), "best_step": (s.get("best") or {}).get("step"),
         "sample_s": round(sample_s, 2), "sample_n": args.sample_n,

@@ -140,12 +140,12 @@ def load_run(run_dir, *, ema: bool = True, best: bool = True, device: str | torc
         raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first (or wait for train.ckpt_every steps)")
     keep_best = bool((cfg.get("train") or {}).get("keep_best", False))
     best_path = latest_checkpoint(run_dir, "best") if (best and keep_best) else None
-    ck = load_checkpoint(best_path or path)
+    path = best_path or path
+    ck = load_checkpoint(path)
     state = ck["ema"] if (ema and ck["ema"] is not None) else ck["model"]
-    load_model_state(model, state, str(best_path or path))
+    load_model_state(model, state, str(path))
     model.to(device).eval()
-    model.loaded_from = {"checkpoint": str(best_path or path), "step": ck["step"],
-                         "weights": "ema" if (ema and ck["ema"] is not None) else "raw"}
+    model.loaded_from = {"checkpoint": str(path), "step": ck["step"], "weights": "ema" if (ema and ck["ema"] is not None) else "raw"}
     if best_path is not None:
         model.loaded_from["best_valid_loss"] = float(ck["extra"]["valid_loss"])
     return model, cfg, spec

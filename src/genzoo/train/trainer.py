@@ -28,6 +28,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -375,9 +376,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.resume() if resume else False
         if not resumed and self.is_main and (self.run_dir / "best").exists():
-            import shutil  # best/ of an earlier run in this folder (whose checkpoints this run replaces)
-
-            shutil.rmtree(self.run_dir / "best")
+            shutil.rmtree(self.run_dir / "best")  # an earlier run's, in this folder (whose checkpoints this run replaces)
         if self.is_main:
             self._csv_path, self._rows = self._open_csv()
             try:
