@@ -270,6 +270,14 @@ def test_keep_best_keeps_the_weights_with_the_lowest_validation_loss(tmp_path):
             tot += float(model.loss(x)["loss"]) * x.shape[0]
             n += x.shape[0]
     assert tot / n == pytest.approx(losses[best_step], abs=1e-4)
+    # train.init_from=RUN starts from the same weights as eval and sample (best/, EMA)
+    import genzoo
+    from genzoo.train.run import _init_weights, read_run_config
+    cfg = read_run_config(run)
+    fresh = genzoo.build(cfg["model"], **cfg["model_args"])
+    _init_weights(fresh, str(run))
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, b["ema"][k]), k
 
 
 def test_keep_best_survives_resume_and_needs_validation(tmp_path):

@@ -95,11 +95,29 @@ def train(raw_cfg: dict, run_dir: Path | None = None, resume: bool = False) -> t
     return run_dir, summary
 
 
+def run_checkpoint(run_dir, best: bool = True) -> tuple[Path | None, bool]:
+    """The checkpoint a run folder stands for: (path or None, whether it is best/).
+
+    The newest checkpoint, or with ``best=True`` the weights with the lowest validation loss
+    when the run keeps them (``train.keep_best`` in its config.yaml: RUN/best/). ``load_run``,
+    ``genzoo eval`` / ``sample`` and ``train.init_from`` all take this one."""
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+    keep_best = bool(((cfg or {}).get("train") or {}).get("keep_best", False))
+    best_path = latest_checkpoint(run_dir, "best") if (best and keep_best) else None
+    if best_path is not None:
+        return best_path, True
+    return latest_checkpoint(run_dir), False
+
+
 def _init_weights(model, source: str) -> None:
-    """Load the weights of a run folder's newest checkpoint (EMA weights when kept) or of a
-    checkpoint folder / .safetensors file into ``model`` (train.init_from)."""
+    """Load the weights of a run folder (its newest checkpoint, or best/ for a ``train.keep_best``
+    run, as ``load_run``; EMA weights when kept) or of a checkpoint folder / .safetensors file
+    into ``model`` (train.init_from)."""
     src = Path(source).expanduser()
-    path = latest_checkpoint(src) if (src / "checkpoints").is_dir() else src
+    path = run_checkpoint(src)[0] if (src / "checkpoints").is_dir() else src
     if path is None or not Path(path).exists():
         raise ConfigError(f"train.init_from={source!r} is neither a run folder with checkpoints nor a checkpoint")
     ck = load_checkpoint(Path(path))
@@ -135,17 +153,14 @@ def load_run(run_dir, *, ema: bool = True, best: bool = True, device: str | torc
     sd["value_range"] = tuple(sd["value_range"]) if sd["value_range"] is not None else None
     spec = DataSpec(**sd)
     model = build(cfg["model"], **cfg["model_args"])
-    path = latest_checkpoint(run_dir)
+    path, is_best = run_checkpoint(run_dir, best)
     if path is None:
         raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first (or wait for train.ckpt_every steps)")
-    keep_best = bool((cfg.get("train") or {}).get("keep_best", False))
-    best_path = latest_checkpoint(run_dir, "best") if (best and keep_best) else None
-    path = best_path or path
     ck = load_checkpoint(path)
     state = ck["ema"] if (ema and ck["ema"] is not None) else ck["model"]
     load_model_state(model, state, str(path))
     model.to(device).eval()
     model.loaded_from = {"checkpoint": str(path), "step": ck["step"], "weights": "ema" if (ema and ck["ema"] is not None) else "raw"}
-    if best_path is not None:
+    if is_best:
         model.loaded_from["best_valid_loss"] = float(ck["extra"]["valid_loss"])
     return model, cfg, spec
