@@ -101,7 +101,6 @@ def run_checkpoint(run_dir, best: bool = True) -> tuple[Path | None, bool]:
     The newest checkpoint, or with ``best=True`` the weights with the lowest validation loss
     when the run keeps them (``train.keep_best`` in its config.yaml: RUN/best/). ``load_run``,
     ``genzoo eval`` / ``sample`` and ``train.init_from`` all take this one."""
-
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
