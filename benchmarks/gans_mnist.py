@@ -21,7 +21,8 @@ its samples are binary images, another representation, so no FID is reported) an
 ``pixels`` (the same probe on raw pixels, no model).
 
 Rows already in benchmarks/results/gans_mnist/ are skipped (``--force`` redoes them);
-RESULTS.md is rebuilt at the end. Smoke test (seconds, nothing in benchmarks/):
+RESULTS.md and the picture benchmarks/gans_mnist_samples.png (16 EMA samples of each finished model, seed 0) are
+rebuilt after every row. Smoke test (seconds, nothing in benchmarks/):
 
     GENZOO_BENCH_DIR=/tmp/gan_smoke python benchmarks/gans_mnist.py --budget 20 --toy-budget 5 --n-samples 500
     python benchmarks/gans_mnist.py                       # every row not yet done (~4.5 h on 2 cores)
@@ -128,6 +129,44 @@ def run_row(name: str, args, order: int) -> None:
     print(f"[{name}] " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in show.items() if v is not None), flush=True)
 
 
+SHEET = "gans_mnist_samples.png"
+
+
+def sample_sheet(n: int = 16) -> Path | None:
+    """One picture for the table: n EMA samples (seed 0) of every finished MNIST row, a labelled row each,
+    written to benchmarks/gans_mnist_samples.png (seconds; rebuilt after every row)."""
+    import numpy as np
+    import torch
+    from PIL import Image, ImageDraw
+
+    from genzoo.train.run import load_run
+    from genzoo.viz import image_grid
+
+    strips = []
+    for name, (recipe, _ov, _toy, _enc) in ROWS.items():
+        run_dir = R.OUT_DIR / TABLE / name
+        if recipe is None or name == "vae" or not R.done(TABLE, name) or not (run_dir / "train_summary.json").is_file():
+            continue
+        model, cfg, spec = load_run(run_dir)
+        with torch.no_grad():
+            x = model.sample(n, generator=torch.Generator().manual_seed(0))
+        strips.append((name, image_grid(x.float(), spec.value_range, nrow=n, scale=2)[..., 0]))
+    if not strips:
+        return None
+    label_w = 110
+    h, w = strips[0][1].shape
+    sheet = Image.new("L", (label_w + w, h * len(strips)), 64)
+    draw = ImageDraw.Draw(sheet)
+    for i, (name, grid) in enumerate(strips):
+        sheet.paste(Image.fromarray(np.ascontiguousarray(grid), mode="L"), (label_w, i * h))
+        draw.text((6, i * h + h // 2 - 6), name, fill=255)
+    path = R.RESULTS_MD.parent / SHEET
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    sheet.save(tmp)
+    tmp.replace(path)
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", action="append", choices=list(ROWS), help="run only this row (repeatable)")
@@ -145,6 +184,7 @@ def main(argv=None) -> int:
             continue
         run_row(name, args, i)
         R.rebuild_results_md()
+        sample_sheet()
     print(f"wrote {R.rebuild_results_md()}")
     return 0
 
