@@ -149,7 +149,7 @@ def sample_sheet(n: int = 16) -> Path | None:
             continue
         model, cfg, spec = load_run(run_dir)
         with torch.no_grad():
-            x = model.sample(n, generator=torch.Generator().manual_seed(0))
+            x = model.sample(n, generator=torch.Generator().manual_seed(0), **(cfg.get("sample") or {}))
         strips.append((name, image_grid(x.float(), spec.value_range, nrow=n, scale=2)[..., 0]))
     if not strips:
         return None
