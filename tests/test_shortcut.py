@@ -66,6 +66,30 @@ def test_loss_mixes_the_two_targets_and_moves_the_target_net():
     assert len([p for p in m.parameters() if p.requires_grad]) == len(list(m.net.parameters()))
 
 
+def test_target_net_is_an_ema_with_warm_up_and_decay_zero_uses_the_current_weights():
+    torch.manual_seed(0)
+    m = genzoo.build("shortcut", shape=(2,), net="mlp", hidden=16, depth=1, bootstrap_every=2, target_ema_decay=0.999)
+    with torch.no_grad():
+        for p, q in zip(m.net.parameters(), m.target_net.parameters()):
+            p.normal_(0, 0.5)
+            q.normal_(0, 0.5)
+    t0 = [q.clone() for q in m.target_net.parameters()]
+    x = torch.randn(64, 2, generator=gen(1))
+    ema = m.train().loss(x, generator=gen(2))["consistency_loss"]
+    # first update: decay min(0.999, (1 + 0) / (10 + 0)) = 0.1, i.e. target <- 0.1 target + 0.9 net
+    for q, a, p in zip(m.target_net.parameters(), t0, m.net.parameters()):
+        assert torch.allclose(q, 0.1 * a + 0.9 * p, atol=1e-6)
+    # decay 0: the targets come from the net itself, whatever the target net holds
+    m.target_ema_decay = 0.0
+    raw = m.loss(x, generator=gen(2))["consistency_loss"]
+    m.target_net.load_state_dict(m.net.state_dict())
+    m.target_ema_decay = 0.999
+    same = m.loss(x, generator=gen(2))["consistency_loss"]  # target = net before and after its EMA update
+    assert torch.allclose(raw, same, atol=1e-6) and not torch.allclose(raw, ema, atol=1e-3)
+    with pytest.raises(ConfigError, match="target_ema_decay"):
+        genzoo.build("shortcut", shape=(2,), net="mlp", target_ema_decay=1.0)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("shortcut") / "run"
