@@ -15,10 +15,14 @@ For each model (a recipe in configs/) the script
 3. trains the model's 8-Gaussians recipe (``RECIPE_toy``, 2,000 steps) and reports the
    modes covered (of 8) by 2,500 samples (``genzoo eval TOY --metrics modes``).
 
-Two reference rows put the probe in context: ``vae`` (configs/vae_dynamic_mnist.yaml, an
-MLP VAE on dynamically binarised MNIST, the same budget; the probe uses the posterior mean;
-its samples are binary images, another representation, so no FID is reported) and
-``pixels`` (the same probe on raw pixels, no model).
+Two reference rows put the probe in context: ``vae`` (the MLP VAE of configs/vae.yaml on
+dynamically binarised MNIST, the same budget: the very run of the likelihood benchmark's
+``vae-dynamic`` row, trained and scored there by benchmarks/likelihood_mnist.py if missing, so
+one 30-minute training serves both tables; the probe uses the posterior mean; its samples are
+binary images, another representation, so no FID is reported) and
+``pixels`` (the same probe on raw pixels, no model). A third, ``train-images``, puts the sample
+metrics in context: 10,000 real training images in place of samples, scored by the same
+FID / KID / precision / recall against the test images, i.e. what a perfect model would get.
 
 Rows already in benchmarks/results/gans_mnist/ are skipped (``--force`` redoes them);
 RESULTS.md and the picture benchmarks/gans_mnist_samples.png (16 EMA samples of each finished model, seed 0) are
@@ -49,8 +53,9 @@ ROWS = {
     "bigan": ("bigan", [], "bigan_toy", True),
     "bigan_qp": ("bigan_qp", [], "bigan_qp_toy", True),
     "ogan": ("ogan", [], "ogan_toy", True),
-    "vae": ("vae_dynamic_mnist", [], None, True),
+    "vae": ("vae", ["data.binarize=dynamic"], None, True),  # run by likelihood_mnist.py (its vae-dynamic row)
     "pixels": (None, [], None, True),
+    "train-images": (None, [], None, False),
 }
 
 R.TABLES[TABLE] = (
@@ -61,8 +66,9 @@ R.TABLES[TABLE] = (
     "Probe: logistic regression (C = 1) on the standardised frozen encoder features of a fixed random 10,000 "
     "training images, accuracy on the 10,000 test images. Modes: the model's 8-Gaussians recipe (MLPs, 2,000 "
     "steps), modes (of 8) holding >= 1/4 of their share of 2,500 samples within 3 std. Reference rows: an MLP VAE "
-    "(configs/vae_dynamic_mnist.yaml, dynamically binarised MNIST, same budget; probe on the posterior mean) and the "
-    "probe on raw pixels.",
+    "(configs/vae.yaml on dynamically binarised MNIST, same budget: the likelihood table's vae-dynamic run; probe on "
+    "the posterior mean), the probe on raw pixels, and 10,000 real training images scored as samples (a perfect "
+    "model's FID / precision / recall at these set sizes).",
     [("model", "name"), ("budget", "budget"), ("steps", "steps"), ("train s", "train_s"), ("img/s", "images_per_s"),
      ("FID", "fid"), ("FID floor", "fid_floor"), ("KID", "kid"), ("precision", "precision"), ("recall", "recall"),
      ("probe acc.", "probe_accuracy"), ("modes (of 8)", "modes"), ("toy high-quality", "toy_high_quality")],
@@ -86,6 +92,19 @@ def pixel_probe() -> dict:
     return fit_probe(xtr.flatten(1).double().numpy(), ytr.numpy(), xte.flatten(1).double().numpy(), yte.numpy())
 
 
+def real_reference() -> dict:
+    """FID / KID / precision / recall of 10,000 real training images "as samples" against the test set, the
+    protocol of ``genzoo eval --metrics fid,kid,pr`` (its fid_floor is this FID): the figures of a perfect model."""
+    from genzoo.eval import sample_metrics
+    from genzoo.train.run import load_data
+
+    data_cfg = {"name": "mnist", "binarize": "none", "value_range": [-1, 1]}  # configs/gan.yaml's data
+    test = load_data(data_cfg, "test")
+    real = test.tensor(seed=0, limit=10000)
+    fake = load_data(data_cfg, "train").tensor(seed=1, limit=real.shape[0])
+    return sample_metrics(fake, real, metrics=("fid", "kid", "pr"), spec=test.spec)
+
+
 def run_row(name: str, args, order: int) -> None:
     recipe, overrides, toy, encoder = ROWS[name]
     rec: dict = {"order": order, "name": name, "note": args.note}
@@ -96,15 +115,34 @@ def run_row(name: str, args, order: int) -> None:
         R.write_row(TABLE, name, rec)
         print(f"[{name}] probe {p['accuracy']:.4f}", flush=True)
         return
+    if name == "train-images":
+        sm = real_reference()
+        rec.update({"budget": "no training", **{k: sm[k] for k in ("fid", "kid", "precision", "recall")}, "fid_floor": sm["fid"],
+                    "sample_metrics": sm,
+                    "command": "python benchmarks/gans_mnist.py --only train-images   # 10,000 training images scored as samples"})
+        R.write_row(TABLE, name, rec)
+        print(f"[{name}] FID {sm['fid']:.3f}, precision {sm['precision']:.3f}, recall {sm['recall']:.3f}", flush=True)
+        return
     ov = overrides + ["train.steps=1000000", f"train.time_budget={args.budget:g}"]
     budget_words = f"{args.budget:g} s wall clock"
-    run_dir = R.train_or_resume(TABLE, name, recipe, ov)
-    log = run_dir.parent / f"{name}.log"
+    if name == "vae":  # the likelihood benchmark's run (same recipe, data and budget): train and score it there if missing
+        import likelihood_mnist as LM
+
+        if not R.done(LM.TABLE, "vae-dynamic"):
+            lm_args = argparse.Namespace(budget=args.budget, limit=0, sample_n=64, note=args.note)
+            LM.run_row("vae", "dynamic", lm_args, LM.order_of("vae", "dynamic"))
+        run_dir = R.OUT_DIR / LM.TABLE / "vae-dynamic"
+        probe_out = run_dir / "probe_metrics.json"
+        ov = ["data.binarize=dynamic", f"train.time_budget={args.budget:g}", "train.steps=1000000"]
+    else:
+        run_dir = R.train_or_resume(TABLE, name, recipe, ov)
+        probe_out = run_dir / "metrics.json"
+    log = R.OUT_DIR / TABLE / f"{name}.log"
     s = _summary(run_dir)
     metrics = ["probe"] if name == "vae" else ["fid", "kid", "pr"] + (["probe"] if encoder else [])
     R.run(["eval", str(run_dir), "--metrics", ",".join(metrics), "--n-samples", str(args.n_samples), "--no-progress",
-           "--out", str(run_dir / "metrics.json")], log)
-    m = json.loads((run_dir / "metrics.json").read_text())
+           "--out", str(probe_out)], log)
+    m = json.loads(probe_out.read_text())
     cmd = f"genzoo train {recipe} {' '.join(ov)} --run-dir RUN && genzoo eval RUN --metrics {','.join(metrics)} --n-samples {args.n_samples}"
     rec.update({"budget": budget_words, "steps": s["steps"], "train_s": s["train_time_s"], "images_per_s": s.get("images_per_s"),
                 "weights": m["weights"]["weights"], "data": m["data"], "n_samples": args.n_samples})

@@ -117,6 +117,11 @@ def time_sampling(run_dir: Path, n: int) -> float:
     return seconds
 
 
+def order_of(model: str, binarization: str) -> int:
+    """The row's place in the table (as main numbers them: binarisations outer, MODELS inner, from 1)."""
+    return BINARIZATIONS.index(binarization) * len(MODELS) + list(MODELS).index(model) + 1
+
+
 def run_row(model: str, binarization: str, args, order: int) -> None:
     m = MODELS[model]
     name = f"{model}-{binarization}"
