@@ -306,3 +306,40 @@ def test_a_fresh_run_drops_an_old_best_and_only_keep_best_runs_load_it(tmp_path)
     from genzoo.errors import ConfigError
     with pytest.raises(ConfigError, match="multiple of train.log_every"):
         train(_made_cfg(10, valid_every=30), tmp_path / "bad")
+
+
+class WarmedUp(GenerativeModel):
+    """A loss whose weighting rises with the step (as a KL warm-up's beta) while the objective falls: the
+    validation must score ``valid_metric`` ("nelbo"), or the first validation would look the best."""
+    valid_metric = "nelbo"
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(0.5))
+        self.register_buffer("t", torch.tensor(0.0))
+
+    def loss(self, batch):
+        if self.training and torch.is_grad_enabled():
+            self.t += 1
+        return {"loss": self.w ** 2 + self.t, "nelbo": self.w ** 2 + 100.0 - self.t}
+
+    def sample(self, n, generator=None):
+        return torch.zeros(n, 2)
+
+
+def test_validation_scores_the_models_valid_metric_and_keep_best_follows_it(tmp_path):
+    cfg = TrainConfig(steps=6, batch_size=8, lr=0.0, optimizer="sgd", betas=(0.0, 0.0), progress=False, num_samples=0,
+                      ckpt_every=100, log_every=1, valid_every=2, valid_batches=2, keep_best=True)
+    tr = Trainer(WarmedUp(), _toy_data(), cfg, tmp_path, valid_data=_toy_data())
+    tr.fit()
+    losses = _valid_losses(tmp_path)
+    assert losses == {s: pytest.approx(0.25 + 100.0 - s) for s in (2, 4, 6)}  # "nelbo" after s training steps
+    assert tr.best["step"] == 6 and load_checkpoint(latest_checkpoint(tmp_path, "best"))["step"] == 6
+    assert GenerativeModel.valid_metric == "loss"  # the default
+
+
+def test_the_vaes_validate_on_the_negative_elbo():
+    import genzoo
+    assert genzoo.build("nvae", shape=(1, 8, 8), channels=4, latent_channels=2, groups=(2, 1)).valid_metric == "nelbo"
+    assert genzoo.build("vae", shape=(1, 8, 8), kl_weight=0.5).valid_metric == "nelbo"
+    assert genzoo.build("vae", shape=(1, 8, 8), objective="iwae", k_train=5).valid_metric == "loss"

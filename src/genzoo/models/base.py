@@ -41,6 +41,11 @@ class GenerativeModel(nn.Module):
     discrete_likelihood: ClassVar[bool] = False
     #: True when loss() wants (x, y) instead of x
     uses_labels: ClassVar[bool] = False
+    #: the key of loss()'s dict that validation scores (the trainer's ``valid_loss``, and what
+    #: ``train.keep_best`` picks weights by). A model whose training loss carries schedules or
+    #: regularisers (KL warm-up, spectral penalties) names its unweighted objective here, so that
+    #: validation losses from different steps can be compared.
+    valid_metric: str = "loss"
 
     def loss(self, batch, **kwargs) -> dict[str, torch.Tensor]:  # pragma: no cover - interface
         raise NotImplementedError(f"{type(self).__name__} does not implement loss()")

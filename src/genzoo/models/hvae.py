@@ -48,6 +48,9 @@ Vahdat & Kautz 2020, "NVAE: A Deep Hierarchical Variational Autoencoder" (NeurIP
   l's scale over the number of groups at that scale (their "square" rule). Groups with
   little KL are pushed less, so fewer groups collapse. ``kl_balance=False`` turns it off;
   after warm-up (beta = 1) the objective is the plain ELBO.
+* Validation (the trainer's ``valid_loss`` and ``train.keep_best``) scores ``nelbo``, the plain
+  negative ELBO, not ``loss``: during the warm-up ``loss`` is far below the ELBO and would make the
+  first validation the "best".
 
 Architecture (scaled to a CPU; the paper's MNIST model has 15 groups of 20 latent maps at
 8x8 and 4x4, 32 channels, 2 cells per group and an MBConv decoder, trained 400 epochs on
@@ -312,6 +315,9 @@ class HierarchicalVAE(GenerativeModel):
     """
 
     likelihood = "bound"
+    #: validation (and train.keep_best) scores the negative ELBO: "loss" carries beta < 1 during the KL warm-up
+    #: (its early values are far below the ELBO's) and the spectral penalty
+    valid_metric = "nelbo"
     sample_options = ("temperature", "mean")
     log_prob_options = ("k", "chunk", "generator")
 

@@ -112,6 +112,8 @@ class VAE(GenerativeModel):
         if int(k_train) < 1:
             raise ConfigError(f"VAE k_train must be >= 1, got {k_train}")
         self.objective, self.k_train = objective, int(k_train)
+        # validation (and train.keep_best) scores the negative ELBO whatever kl_weight is, or -L_k when training on it
+        self.valid_metric = "loss" if objective == "iwae" else "nelbo"
         shape = tuple(int(s) for s in shape)
         if not shape or any(s <= 0 for s in shape):
             raise ConfigError(f"VAE shape must be a non-empty tuple of positive ints, got {shape}")

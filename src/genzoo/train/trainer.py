@@ -302,7 +302,9 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, net=None) -> float:
-        """Mean loss over ``valid_batches`` validation batches, of ``net`` (default: the raw weights)."""
+        """Mean loss over ``valid_batches`` validation batches, of ``net`` (default: the raw weights).
+        The loss is ``net.loss(...)[net.valid_metric]``: "loss" unless the model names another key
+        (the VAEs: the negative ELBO, free of KL warm-up, beta and regularisers)."""
         net = self.raw_model if net is None else net
         was_training = net.training
         net.eval()
@@ -313,7 +315,7 @@ class Trainer:
             x = x.to(self.acc.device)
             batch = (x, y.to(self.acc.device) if y is not None else None) if getattr(net, "uses_labels", False) else x
             out = net.loss(batch, **({"player": self.player_names[-1]} if self.multi else {}))
-            tot += float(out["loss"]) * x.shape[0]
+            tot += float(out[getattr(net, "valid_metric", "loss")]) * x.shape[0]
             n += x.shape[0]
         net.train(was_training)
         return tot / max(n, 1)
