@@ -41,11 +41,9 @@ BINARIZATIONS = ("static", "dynamic")
 #: model -> recipe, extra train overrides, extra eval options, protocol in words; ``train_static`` / ``train_dynamic``
 #: are overrides for one binarisation only. Add a model by adding an entry (its recipe must train on data.name=mnist
 #: with a data.binarize override; PUBLISHED holds the reference numbers).
-#: The VAEs stop early on static MNIST (train.keep_best, as the NADE and MADE rows): the 50,000 fixed training images
-#: are overfit within the budget. The foundation's VAE without it (session 14, commit ff6e7f2): validation -ELBO
-#: lowest (98.4) near step 19,000 and 103.6 at the end (112,825 steps); the final weights scored 93.90 nats.
-#: Dynamic binarisation draws new images every epoch, so those rows keep the final weights (vae-dynamic's validation
-#: -ELBO was still falling: lowest 92.07 at step 98,500 of 102,801).
+#: The VAEs stop early on static MNIST only (train.keep_best, as the NADE and MADE rows): they overfit its 50,000
+#: fixed images within the budget, while dynamic binarisation draws new images every epoch (figures in
+#: docs/autoregressive.md).
 STATIC_EARLY_STOP = ["train.keep_best=true"]
 MODELS: dict[str, dict] = {
     "fvsbn": dict(recipe="fvsbn", train=[], eval=[], protocol="exact"),

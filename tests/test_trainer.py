@@ -336,6 +336,11 @@ def test_validation_scores_the_models_valid_metric_and_keep_best_follows_it(tmp_
     assert losses == {s: pytest.approx(0.25 + 100.0 - s) for s in (2, 4, 6)}  # "nelbo" after s training steps
     assert tr.best["step"] == 6 and load_checkpoint(latest_checkpoint(tmp_path, "best"))["step"] == 6
     assert GenerativeModel.valid_metric == "loss"  # the default
+    from genzoo.errors import ConfigError
+    bad = WarmedUp()
+    bad.valid_metric = "nope"
+    with pytest.raises(ConfigError, match="valid_metric is 'nope'.*'loss', 'nelbo'"):
+        Trainer(bad, _toy_data(), cfg, tmp_path / "bad", valid_data=_toy_data()).validate()
 
 
 def test_the_vaes_validate_on_the_negative_elbo():

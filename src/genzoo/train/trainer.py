@@ -306,6 +306,7 @@ class Trainer:
         The loss is ``net.loss(...)[net.valid_metric]``: "loss" unless the model names another key
         (the VAEs: the negative ELBO, free of KL warm-up, beta and regularisers)."""
         net = self.raw_model if net is None else net
+        key = getattr(net, "valid_metric", "loss")
         was_training = net.training
         net.eval()
         tot, n = 0.0, 0
@@ -315,7 +316,10 @@ class Trainer:
             x = x.to(self.acc.device)
             batch = (x, y.to(self.acc.device) if y is not None else None) if getattr(net, "uses_labels", False) else x
             out = net.loss(batch, **({"player": self.player_names[-1]} if self.multi else {}))
-            tot += float(out[getattr(net, "valid_metric", "loss")]) * x.shape[0]
+            if key not in out:
+                raise ConfigError(f"{type(net).__name__}.valid_metric is {key!r}, but its loss() returns only "
+                                  f"{', '.join(map(repr, out))}: name one of those keys")
+            tot += float(out[key]) * x.shape[0]
             n += x.shape[0]
         net.train(was_training)
         return tot / max(n, 1)
