@@ -59,9 +59,9 @@ MODELS: dict[str, dict] = {
     # the same VAE trained on the k=5 IWAE bound (Burda et al.), evaluated the same way
     "iwae": dict(recipe="iwae_dynamic_mnist", train=[], train_static=STATIC_EARLY_STOP, eval=["k=1000"],
                  protocol="IWAE bound, k=1000; trained on k=5"),
-    # the NVAE-style hierarchical VAE (Vahdat & Kautz 2020): its KL warm-up counts optimiser steps (1,800, ~30 % of
-    # the ~6,000 steps that fit the 30-minute budget on 2 cores); the IWAE bound with k=1000 on the recipe's
-    # fixed 1,000-image test subset (eval.nll_limit; each importance sample is a whole top-down pass)
+    # the NVAE-style hierarchical VAE (Vahdat & Kautz 2020): its KL warm-up counts optimiser steps (1,800: 30 % of the
+    # recipe's 6,000, 21 % of the 8,565 that fit the 30-minute budget on 2 cores); the IWAE bound with k=1000 on the
+    # recipe's fixed 1,000-image test subset (eval.nll_limit; each importance sample is a whole top-down pass)
     "nvae": dict(recipe="nvae", train=[], train_static=STATIC_EARLY_STOP, eval=["k=1000"],
                  protocol="IWAE bound, k=1000, on a fixed 1,000-image subset of the test set"),
     # absorbing discrete diffusion (issue 4): a variational bound, 64 stratified t per image
