@@ -155,7 +155,7 @@ def run_row(model: str, binarization: str, args, order: int) -> None:
         "nll_stderr": nll["nll"].get("nll_nats_stderr"), "bits_per_dim": nll["nll"]["bits_per_dim"],
         "protocol": m["protocol"], "num_test": nll["nll"].get("num_examples"), "data": nll.get("data"),
         "weights": nll.get("weights", {}).get("weights"), "best_step": (s.get("best") or {}).get("step"),
-        "sample_s": round(sample_s, 2), "sample_n": args.sample_n,
+        "sample_s": round(sample_s, 2), "sample_n": args.sample_n, "precision": s.get("precision"),
         "published": published, "published_source": source, "note": args.note,
         "command": f"python benchmarks/likelihood_mnist.py --only {model} --binarization {binarization} "
                    f"--budget {args.budget:g}{f' --limit {args.limit}' if args.limit else ''}   # = {cmd}",

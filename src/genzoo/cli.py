@@ -214,7 +214,7 @@ def cmd_train(args) -> int:
     out_dir, summary = train(cfg, Path(run_dir) if run_dir else None, resume=bool(args.resume))
     print(f"run folder: {out_dir}")
     print(f"samples:    {summary.get('samples')}")
-    print(f"summary:    {json.dumps({k: summary[k] for k in ('steps', 'train_time_s', 'images_per_s', 'last_losses')})}")
+    print(f"summary:    {json.dumps({k: summary[k] for k in ('steps', 'train_time_s', 'images_per_s', 'precision', 'last_losses')})}")
     if summary.get("best"):
         print(f"best:       step {summary['best']['step']}, validation loss {summary['best']['valid_loss']:.4g} "
               f"(train.keep_best: eval and sample load {out_dir / 'best'})")

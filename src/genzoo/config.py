@@ -46,7 +46,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0         # floor of cosine/linear decay, as a fraction of lr
     grad_clip: float = 0.0            # max global grad norm; 0 = off
     ema_decay: float = 0.0            # 0 = off; decay ramps as min(ema_decay, (1+t)/(10+t))
-    precision: str = "fp32"           # fp32 | bf16 (autocast)
+    precision: str = "fp32"           # fp32 | bf16 (autocast) | auto (bf16 where it is fast: CUDA, AVX-512/AMX CPUs)
     seed: int = 0
     log_every: int = 50               # metrics.csv row every N steps
     sample_every: int = 0             # sample grid PNG every N steps; 0 = only at the end
@@ -215,8 +215,9 @@ def resolve(cfg: dict) -> dict:
         raise ConfigError(f"bad value for train.betas: {list(train.betas)}; give two numbers in [0, 1), e.g. [0.9, 0.99]")
     if train.schedule not in ("constant", "cosine", "linear"):
         raise ConfigError(f"bad value for train.schedule: {train.schedule!r}; valid: constant, cosine, linear")
-    if train.precision not in ("fp32", "bf16"):
-        raise ConfigError(f"bad value for train.precision: {train.precision!r}; valid: fp32, bf16")
+    if train.precision not in ("fp32", "bf16", "auto"):
+        raise ConfigError(f"bad value for train.precision: {train.precision!r}; valid: fp32, bf16, auto "
+                          "(bf16 autocast where it is fast, else fp32)")
     if train.keep_best and train.valid_every <= 0:
         raise ConfigError("train.keep_best=true picks the weights by their validation loss, but train.valid_every=0 "
                           "never validates; set train.valid_every=N (e.g. 1000)")

@@ -116,6 +116,32 @@ def make_optimizer(name: str, params, lr: float, betas, weight_decay: float) -> 
     raise AssertionError(name)  # pragma: no cover - OPTIMIZERS lists every branch
 
 
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU runs bfloat16 autocast fast: oneDNN's bf16 kernels need AVX-512 (native with AVX512-BF16 or
+    AMX); on AVX2-only CPUs (most laptops, AMD Zen 1-3) torch emulates bf16 and autocast is several times slower than
+    float32."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: str, device: str | None = None) -> str:
+    """The precision a run trains in: ``"fp32"`` or ``"bf16"`` as given; ``"auto"`` is bf16 autocast where it is
+    fast (a CUDA GPU with bf16, or a CPU with AVX-512 / AMX, see :func:`cpu_has_fast_bf16`) and fp32 elsewhere.
+
+    Args:
+        precision: "fp32" | "bf16" | "auto" (``train.precision``).
+        device: "cuda" or "cpu"; None = CUDA when a GPU is visible, else CPU.
+    """
+    if precision in ("fp32", "bf16"):
+        return precision
+    if precision != "auto":
+        raise ConfigError(f"bad value for train.precision: {precision!r}; valid: fp32, bf16, auto")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
 class Trainer:
     """Train ``model`` on ``train_data`` with settings ``cfg`` (a TrainConfig), writing to ``run_dir``."""
 
@@ -131,6 +157,7 @@ class Trainer:
         players = model.players()
         self.player_names = list(players) if players else ["model"]
         self.multi = players is not None
+        self.precision = resolve_precision(cfg.precision)
         if accelerator is None:
             from accelerate.state import AcceleratorState, PartialState
 
@@ -141,13 +168,13 @@ class Trainer:
             no_gpu = not torch.cuda.is_available() and os.environ.get("LOCAL_RANK") is not None
             accelerator = Accelerator(
                 cpu=no_gpu,
-                mixed_precision="bf16" if cfg.precision == "bf16" else "no",
+                mixed_precision="bf16" if self.precision == "bf16" else "no",
                 kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=self.multi)],
             )
         self.acc = accelerator
-        if cfg.precision == "bf16" and self.acc.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            warnings.warn("train.precision=bf16 on a CPU without native bfloat16 (no AVX512-BF16/AMX): it is emulated "
-                          "and slower than fp32 here; set train.precision=fp32", stacklevel=2)
+        if self.precision == "bf16" and self.acc.device.type == "cpu" and not cpu_has_fast_bf16():
+            warnings.warn("train.precision=bf16 on a CPU without fast bfloat16 (no AVX-512/AMX): autocast is emulated and "
+                          "several times slower than fp32 here; set train.precision=auto or fp32", stacklevel=2)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.is_main = self.acc.is_main_process
         self.raw_model = model
@@ -458,6 +485,7 @@ class Trainer:
             "images_per_s": round((self.step - start_step) * cfg.batch_size / max(loop_seconds, 1e-9), 1),
             "last_losses": last,
             "processes": self.world,
+            "precision": self.precision,
             "parameters": sum(p.numel() for p in self.raw_model.parameters()),
             "samples": str(grid) if grid else None,
         }
