@@ -29,6 +29,7 @@ from .registry import _coerce
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SECTIONS = ("model", "model_args", "data", "train", "sample", "eval")
+PRECISIONS = ("fp32", "bf16", "auto")  # train.precision; the trainer resolves "auto" (train/trainer.resolve_precision)
 
 
 @dataclass
@@ -215,8 +216,8 @@ def resolve(cfg: dict) -> dict:
         raise ConfigError(f"bad value for train.betas: {list(train.betas)}; give two numbers in [0, 1), e.g. [0.9, 0.99]")
     if train.schedule not in ("constant", "cosine", "linear"):
         raise ConfigError(f"bad value for train.schedule: {train.schedule!r}; valid: constant, cosine, linear")
-    if train.precision not in ("fp32", "bf16", "auto"):
-        raise ConfigError(f"bad value for train.precision: {train.precision!r}; valid: fp32, bf16, auto "
+    if train.precision not in PRECISIONS:
+        raise ConfigError(f"bad value for train.precision: {train.precision!r}; valid: {', '.join(PRECISIONS)} "
                           "(bf16 autocast where it is fast, else fp32)")
     if train.keep_best and train.valid_every <= 0:
         raise ConfigError("train.keep_best=true picks the weights by their validation loss, but train.valid_every=0 "

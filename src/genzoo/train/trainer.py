@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import PRECISIONS
 from ..errors import ConfigError, DataError, TrainingDiverged
 from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, load_model_state, save_checkpoint
 from .ema import EMA
@@ -116,7 +117,6 @@ def make_optimizer(name: str, params, lr: float, betas, weight_decay: float) -> 
     raise AssertionError(name)  # pragma: no cover - OPTIMIZERS lists every branch
 
 
-
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU runs bfloat16 autocast fast: oneDNN's bf16 kernels need AVX-512 (native with AVX512-BF16 or
     AMX); on AVX2-only CPUs (most laptops, AMD Zen 1-3) torch emulates bf16 and autocast is several times slower than
@@ -134,8 +134,8 @@ def resolve_precision(precision: str, device: str | None = None) -> str:
     """
     if precision in ("fp32", "bf16"):
         return precision
-    if precision != "auto":
-        raise ConfigError(f"bad value for train.precision: {precision!r}; valid: fp32, bf16, auto")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"bad value for train.precision: {precision!r}; valid: {', '.join(PRECISIONS)}")
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
