@@ -285,6 +285,20 @@ def test_sample_bf16_precision_is_close_to_fp32():
         m.sample(2, precision="fp16")
 
 
+def test_sample_precision_auto_follows_the_hardware(monkeypatch):
+    """precision=auto samples exactly as bf16 where bf16 is fast and exactly as fp32 where it is emulated
+    (AVX2-only CPUs), the rule of train.precision=auto."""
+    import genzoo.train.trainer as T
+
+    m = tiny_image_model()
+    base = m.sample(4, generator=gen(0), sampler="ddim", steps=5)
+    low = m.sample(4, generator=gen(0), sampler="ddim", steps=5, precision="bf16")
+    monkeypatch.setattr(T, "cpu_has_fast_bf16", lambda: False)
+    assert torch.equal(m.sample(4, generator=gen(0), sampler="ddim", steps=5, precision="auto"), base)
+    monkeypatch.setattr(T, "cpu_has_fast_bf16", lambda: True)
+    assert torch.equal(m.sample(4, generator=gen(0), sampler="ddim", steps=5, precision="auto"), low)
+
+
 def test_classifier_free_guidance():
     """guidance w: D_w = D(x; null) + w (D(x; y) - D(x; null)).
 

@@ -49,6 +49,7 @@ import math
 import torch
 from torch import nn
 
+from ...config import PRECISIONS  # fp32 | bf16 | auto, as train.precision
 from ...errors import ConfigError, DataError, did_you_mean
 from ...nn.time_mlp import TimeMLP
 from ...nn.unet import TIME_EMBEDDINGS, UNet
@@ -68,7 +69,6 @@ SAMPLER_ALIASES = {"ode": "ode_adaptive"}
 #: options of the sample() call itself; each sampler adds its own (eta, S_churn, rtol, ...)
 _SAMPLE_BASE = ("sampler", "steps", "grid", "rho", "guidance", "labels", "temperature", "clamp", "skip_scales", "progress",
                 "precision")
-PRECISIONS = ("fp32", "bf16")
 _SAMPLER_SPECIFIC = tuple(dict.fromkeys(o for name in SAMPLERS for o in sampler_options(name)))
 
 
@@ -98,9 +98,16 @@ class _Autocast(nn.Module):
 
 
 def with_precision(net: nn.Module, precision: str) -> nn.Module:
-    """``net`` itself ("fp32") or wrapped to run under bfloat16 autocast ("bf16"); a ConfigError names any other value."""
+    """``net`` itself ("fp32") or wrapped to run under bfloat16 autocast ("bf16"); "auto" is bf16 where it is fast
+    on the network's device (CUDA with bf16, a CPU with AVX-512/AMX) and fp32 elsewhere, as ``train.precision=auto``
+    (train/trainer.resolve_precision). A ConfigError names any other value."""
     if precision not in PRECISIONS:
         raise ConfigError(f"bad precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        from ...train.trainer import resolve_precision
+
+        param = next(net.parameters(), None)
+        precision = resolve_precision("auto", "cpu" if param is None else param.device.type)
     return _Autocast(net) if precision == "bf16" else net
 
 
@@ -434,7 +441,9 @@ class Diffusion(GenerativeModel):
                 multiplying the UNet's skip connections while sampling (UNet only; default 1).
             progress: tqdm bar over the steps (default False).
             precision: "fp32" (default) | "bf16": network evaluations under bfloat16 autocast
-                (sampler arithmetic stays float32); about 2x faster on CPUs with native bf16.
+                (sampler arithmetic stays float32); about 2x faster on CPUs with native bf16 and
+                several times slower on AVX2-only CPUs, where torch emulates it | "auto": bf16
+                where it is fast, else fp32 (as train.precision=auto).
         Reproducible: the prior draw and then every sampler noise come from ``generator``.
         """
         self.check_options(opts, self.sample_options)
