@@ -143,7 +143,7 @@ def test_reflow_on_moons_straightens_and_keeps_the_distribution(tmp_path):
     assert main(["reflow", str(dist)]) == 2  # a one-step generator has no ODE to reflow
 
 
-def test_reflow_resumes_a_killed_run_and_refuses_other_pairs(tmp_path):
+def test_reflow_resumes_a_killed_run_and_refuses_other_pairs(tmp_path, monkeypatch):
     common = ["model.net=mlp", "model.hidden=16", "model.depth=1", "train.batch_size=64", "train.num_samples=0",
               "train.log_every=5", "train.ckpt_every=5"]
     rf1, out = tmp_path / "rf1", tmp_path / "rf2"
@@ -162,7 +162,11 @@ def test_reflow_resumes_a_killed_run_and_refuses_other_pairs(tmp_path):
     assert main([*args[:4], "8", *args[5:]]) == 2  # other pairs than the run was trained on
     assert main([*args, "--distill"]) == 2  # the killed run is a reflow, not a distillation
     pairs_mtime = (out / "pairs.safetensors").stat().st_mtime
-    assert main(args) == 0
+    import genzoo.train.trainer as T
+
+    monkeypatch.setattr(T, "cpu_has_fast_bf16", lambda: False)  # --precision auto is fp32 here: the fp32 pairs fit
+    assert main([*args, "--precision", "auto"]) == 0
     rep = json.loads((out / "reflow.json").read_text())
     assert rep["steps"] == 10 and "straightness_after" in rep
+    assert rep["precision"] == "fp32"  # what ran, not "auto"
     assert (out / "pairs.safetensors").stat().st_mtime == pairs_mtime  # the pairs were reused

@@ -227,9 +227,11 @@ def cmd_reflow(args) -> int:
     from .models.diffusion.reflow import generate_pairs, load_pairs, one_step_error, save_pairs, straightness
     from .train.checkpoint import atomic_write_text
     from .train.run import load_run, train
+    from .train.trainer import resolve_precision
 
     src = Path(args.run_dir)
     model, cfg, spec = load_run(src)
+    precision = resolve_precision(args.precision, model.device.type)  # auto -> what runs here, recorded as such
     if cfg.get("model") != "diffusion" or cfg["model_args"].get("process") != "flow":
         raise ConfigError(f"{src} is not a flow-matching run (model.process=flow); reflow straightens rectified flows only")
     if cfg["model_args"].get("num_classes", 0):
@@ -249,7 +251,7 @@ def cmd_reflow(args) -> int:
         raise ConfigError(f"{out} holds a killed run that this command resumes with its own config.yaml; drop the "
                           "key=value overrides (or pick another --out)")
     pairs_file, pairs_info = out / "pairs.safetensors", out / "pairs.json"
-    recipe = {"pairs": args.pairs, "sampler": args.sampler, "ode_steps": args.ode_steps, "precision": args.precision}
+    recipe = {"pairs": args.pairs, "sampler": args.sampler, "ode_steps": args.ode_steps, "precision": precision}
     if pairs_file.is_file():  # a killed reflow left its pairs: reuse them if they are the ones asked for
         made = json.loads(pairs_info.read_text()) if pairs_info.is_file() else {}
         if any(made.get(k) != v for k, v in recipe.items()):
@@ -260,7 +262,7 @@ def cmd_reflow(args) -> int:
     if not pairs_file.is_file():
         t0 = time.perf_counter()
         x, z = generate_pairs(model, args.pairs, steps=args.ode_steps, sampler=args.sampler, progress=not args.no_progress,
-                              precision=args.precision)
+                              precision=precision)
         source = dict(cfg["data"])
         if source.get("name") == "pairs":  # RUN_DIR is itself a reflow: point at the original data
             source = load_pairs(source["path"])[2]
@@ -285,14 +287,14 @@ def cmd_reflow(args) -> int:
     if args.no_progress:
         new["train"]["progress"] = False
     if args.distill:  # held-out pairs from the same teacher ODE (another seed)
-        hx, hz = generate_pairs(model, 500, steps=args.ode_steps, sampler=args.sampler, seed=1, precision=args.precision)
+        hx, hz = generate_pairs(model, 500, steps=args.ode_steps, sampler=args.sampler, seed=1, precision=precision)
         before = one_step_error(model, hx, hz)
     else:
         before = straightness(model, 500, 50)
     out_dir, summary = train(new, out, resume=resuming)
     model2, _, _ = load_run(out_dir)
     report = {"source": str(src), "pairs": args.pairs, "ode_steps": args.ode_steps, "sampler": args.sampler,
-              "precision": args.precision, "pairs_seconds": pairs_s, "coupling": coupling, "steps": summary["steps"]}
+              "precision": precision, "pairs_seconds": pairs_s, "coupling": coupling, "steps": summary["steps"]}
     print(f"run folder: {out_dir}")
     if args.distill:
         after = one_step_error(model2, hx, hz)
