@@ -203,6 +203,48 @@ def test_general_rope_is_relative_and_defaults_to_rope():
     assert torch.allclose(B, -B.T)
 
 
+@pytest.mark.parametrize("attention", ["softmax", "linear"])
+@pytest.mark.parametrize("pairing", ["interleaved", "half"])
+def test_rope_general_starts_as_rope_then_learns_a_relative_generator(attention, pairing):
+    """pos="rope-general" trains B (skew-symmetric) from RoPE's generator of the chosen pairing: at
+    initialisation the network is exactly the RoPE network; one optimiser step moves B, and the
+    moved family still has R_m^T R_n = R_{n-m} (so the scores stay relative)."""
+    general = tiny("rope-general", attention=attention, rope_pairing=pairing, depth=1)
+    rope = tiny("rope", attention=attention, rope_pairing=pairing, depth=1)
+    gr = general.blocks[0].attn.rope
+    assert [n for n, _ in general.named_parameters() if "rope" in n], "B must be a trainable parameter"
+    rope.load_state_dict({k: v for k, v in general.state_dict().items() if "rope" not in k})
+    x = torch.randint(0, 11, (2, 24), generator=gen(40))
+    torch.testing.assert_close(general(x), rope(x), atol=1e-5, rtol=1e-5)  # at init: RoPE
+    B0 = gr.generator().detach().clone()
+    general.train()
+    opt = torch.optim.Adam(general.parameters(), lr=1e-2)
+    general(x).logsumexp(-1).mean().backward()
+    opt.step()
+    B1 = gr.generator().detach()
+    assert (B1 - B0).abs().max() > 1e-4  # B moved
+    torch.testing.assert_close(B1, -B1.T, atol=0, rtol=0)  # still skew-symmetric
+    R = gr.matrices(torch.tensor([3, 7, 4, 0]))
+    torch.testing.assert_close(R[0].T @ R[1], R[2], atol=1e-9, rtol=0)  # R_m^T R_n = R_{n-m}
+    torch.testing.assert_close(R[3], torch.eye(R.shape[-1], dtype=R.dtype), atol=1e-12, rtol=0)
+    general.eval()
+    assert not torch.allclose(general(x), rope(x), atol=1e-6)  # no longer plain RoPE
+    shifted = general(x, positions=torch.arange(24) + 50)
+    torch.testing.assert_close(shifted, general(x), atol=1e-4, rtol=1e-4)  # still relative: shift-invariant
+    cache = general.new_cache()
+    steps = torch.cat([general(x[:, i:i + 1], cache) for i in range(24)], 1)
+    torch.testing.assert_close(steps, general(x), atol=1e-5, rtol=1e-5)
+
+
+def test_rope_general_fixed_generator_and_refusals():
+    fixed = tiny("rope-general", rope_learnable=False)
+    assert not [n for n, _ in fixed.named_parameters() if "rope" in n]  # B stays RoPE's generator
+    with pytest.raises(ValueError, match="rope_learnable"):
+        tiny("rope", rope_learnable=True)  # only the general family has a generator to learn
+    with pytest.raises(ValueError, match="even"):
+        Transformer(12, 1, 4, vocab_size=3, pos="rope-general")  # head dim 3
+
+
 def test_hierarchical_extension_keeps_the_trained_positions():
     table = torch.randn(5, 3, generator=gen(24), dtype=torch.float64)
     ext = hierarchical_extend(table, 25, alpha=0.4)

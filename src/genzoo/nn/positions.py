@@ -106,37 +106,56 @@ class ShawRelative(nn.Module):
         return per @ self.value.weight.to(attn.dtype)
 
 
-def rope_generator(dim: int, base: float = 10000.0) -> torch.Tensor:
-    """The skew-symmetric generator of standard (interleaved) RoPE: blocks [[0, -theta_k], [theta_k, 0]]."""
+def rope_generator(dim: int, base: float = 10000.0, pairing: str = "interleaved") -> torch.Tensor:
+    """The skew-symmetric generator of standard RoPE: a block [[0, -theta_k], [theta_k, 0]] on
+    each rotated pair, dimensions (2k, 2k + 1) (``"interleaved"``) or (k, k + dim/2) (``"half"``),
+    so that exp(n B) is exactly :class:`genzoo.nn.rope.RoPE`'s rotation at position n."""
+    if dim % 2:
+        raise ValueError(f"a RoPE generator needs an even dimension, got {dim}")
+    if pairing not in ("interleaved", "half"):
+        raise ValueError(f"unknown RoPE pairing {pairing!r}; valid: interleaved, half")
     B = torch.zeros(dim, dim, dtype=torch.float64)
     th = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)
-    i = torch.arange(0, dim, 2)
-    B[i + 1, i], B[i, i + 1] = th, -th
+    k = torch.arange(dim // 2)
+    i, j = (2 * k, 2 * k + 1) if pairing == "interleaved" else (k, k + dim // 2)
+    B[j, i], B[i, j] = th, -th
     return B
 
 
 class GeneralRoPE(nn.Module):
-    """R_n = exp(n B), B = A - A^T skew-symmetric: any such family gives relative scores.
+    """R_n = exp(n B) with B skew-symmetric: any such family gives relative scores.
 
-    A is initialised to half the standard RoPE generator (so B starts as standard RoPE);
-    ``learnable=True`` trains it. Applied to (..., T, dim) with positions (T,)."""
+    B = B_0 + (A - A^T), B_0 = :func:`rope_generator` (buffer) and A zero at initialisation, so
+    B starts as standard RoPE's generator (of ``pairing``) and stays skew-symmetric whatever A
+    becomes. ``learnable=True`` makes A a parameter (the Transformer's default for
+    ``pos="rope-general"``); with ``learnable=False`` this is RoPE at the cost of a matrix
+    exponential, kept only for comparison. Writing the trained part as an offset from B_0 means
+    weight decay pulls B towards RoPE rather than towards B = 0 (no rotation at all).
 
-    def __init__(self, dim: int, base: float = 10000.0, learnable: bool = False):
+    Why every trained B stays relative: exp(mB) and exp(nB) are powers of one generator, so they
+    commute, and exp(mB)^T = exp(-mB) for skew-symmetric B; hence R_m^T R_n = exp((n - m) B) =
+    R_{n-m}. No constraint on B beyond skew symmetry is needed (Su's completeness analysis:
+    every such B is, in some orthonormal basis, a block-diagonal RoPE generator of commuting 2x2
+    rotation blocks, so a trained B learns that basis and the frequencies). Applied to
+    (..., T, d) with positions (T,); dimensions beyond ``dim`` are left as they are."""
+
+    def __init__(self, dim: int, base: float = 10000.0, learnable: bool = False, pairing: str = "interleaved"):
         super().__init__()
-        A = (rope_generator(dim, base) / 2).float()
-        self.dim = dim
+        self.dim, self.pairing, self.learnable = dim, pairing, bool(learnable)
+        self.register_buffer("B0", rope_generator(dim, base, pairing).float(), persistent=False)
+        A = torch.zeros(dim, dim)
         if learnable:
             self.A = nn.Parameter(A)
         else:
             self.register_buffer("A", A, persistent=False)
 
     def generator(self) -> torch.Tensor:
-        return self.A - self.A.T
+        return self.B0 + (self.A - self.A.T)
 
     def matrices(self, positions: torch.Tensor) -> torch.Tensor:
-        """(T,) -> (T, dim, dim) rotation matrices exp(n B)."""
+        """(T,) -> (T, dim, dim) rotation matrices exp(n B) (computed in float64)."""
         B = self.generator().to(torch.float64)
-        return torch.linalg.matrix_exp(positions.to(torch.float64)[:, None, None] * B)
+        return torch.linalg.matrix_exp(positions.to(device=B.device, dtype=torch.float64)[:, None, None] * B)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         if positions.ndim != 1:

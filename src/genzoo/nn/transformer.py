@@ -145,7 +145,12 @@ class Transformer(nn.Module):
             sequence index i at the i-th cell of the raster-scanned grid) | "shaw" | "t5"
             (relative, inside the attention).
         rope_base, rope_pairing: theta_k = base^(-2k/d_head); "interleaved" (default,
-            RoFormer) or "half" (LLaMA) pairs (see :mod:`genzoo.nn.rope`).
+            RoFormer) or "half" (LLaMA) pairs (see :mod:`genzoo.nn.rope`); "rope-general" starts
+            from the generator of that pairing.
+        rope_learnable: ``pos="rope-general"`` only (another pos refuses it): True (the default
+            there) trains the generator B of R_n = exp(n B), skew-symmetric and starting at RoPE's
+            generator, one B shared by every layer; False keeps B = RoPE's generator (exactly
+            ``pos="rope"``, at the cost of a matrix exponential).
         grid: (H, W) of the raster-scanned grid for ``pos="rope2d"``.
             ``pos="rope-tie"``: 2-axis RoPE for sequences that mix text and image patches (Su's RoPE-Tie);
             every call passes ``positions`` from :func:`genzoo.nn.rope.rope_tie_positions`.
@@ -173,7 +178,7 @@ class Transformer(nn.Module):
     def __init__(self, dim: int = 128, depth: int = 4, heads: int = 4, *, vocab_size: int | None = None,
                  in_dim: int | None = None, out_dim: int | None = None, causal: bool = True, max_len: int = 1024,
                  pos: str = "rope", rope_base: float = 10000.0, rope_pairing: str = "interleaved",
-                 grid: tuple[int, int] | None = None, attention: str = "softmax", logn_len: int = 0,
+                 rope_learnable: bool | None = None, grid: tuple[int, int] | None = None, attention: str = "softmax", logn_len: int = 0,
                  relative_distance: int = 0, vq_codes: int = 64, vq_block: int = 64, mixer: str = "attention",
                  ssm_state: int = 0, mlp_linear: str = "dense", norm: str = "layernorm", mlp_ratio: float = 4.0,
                  dropout: float = 0.0, num_classes: int = 0):
@@ -185,6 +190,8 @@ class Transformer(nn.Module):
                 raise ValueError(f"unknown Transformer {name} {value!r}; valid: {', '.join(valid)}")
         if (vocab_size is None) == (in_dim is None):
             raise ValueError("give exactly one of vocab_size (token inputs) and in_dim (vector inputs)")
+        if rope_learnable is not None and pos != "rope-general":
+            raise ValueError(f"rope_learnable (a trainable generator B) applies to pos='rope-general' only, not {pos!r}")
         if pos == "rope2d" and (grid is None or len(grid) != 2):
             raise ValueError("pos='rope2d' needs grid=(H, W), the raster-scanned grid the sequence lives on")
         if attention == "linear" and pos in ("shaw", "t5"):
@@ -213,7 +220,10 @@ class Transformer(nn.Module):
                 raise ValueError(f"pos={pos!r} needs a head dimension divisible by {4 if two else 2}, got {head_dim}")
             rope = RoPE(head_dim, rope_base, rope_pairing, axes=2 if two else 1)
         elif pos == "rope-general":
-            rope = GeneralRoPE(head_dim, rope_base)
+            if head_dim % 2:
+                raise ValueError(f"pos='rope-general' needs an even head dimension, got {head_dim}")
+            rope = GeneralRoPE(head_dim, rope_base, learnable=True if rope_learnable is None else bool(rope_learnable),
+                               pairing=rope_pairing)
         self.t5 = T5Bias(heads, causal, max_distance=relative_distance or 128) if pos == "t5" else None
         blocks = []
         for _ in range(depth):
