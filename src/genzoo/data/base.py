@@ -5,6 +5,13 @@ points) plus a *transform* applied per batch (scaling to [-1, 1], uniform
 dequantisation, dynamic binarisation). Transforms take an explicit ``torch.Generator``,
 so a batch is a pure function of (indices, generator): training is reproducible and a
 killed run resumes bit-for-bit.
+
+Evaluation (:meth:`ArrayDataset.iter_batches`, :meth:`ArrayDataset.tensor`) draws the
+transform's noise *per example*: example ``i`` is transformed with its own generator
+seeded with :func:`example_seed` ``(seed, i) = (splitmix64(seed) + i) mod 2**32``, so
+its dequantisation / dynamic binarisation is the same at any batch size and in any
+``limit`` subset. Seed ``(splitmix64(seed) - 1) mod 2**32`` (:func:`model_noise_seed`)
+is reserved for the model's own noise during evaluation (see :mod:`genzoo.eval.nll`).
 """
 from __future__ import annotations
 
@@ -14,6 +21,32 @@ from typing import Callable, Iterator
 import torch
 
 Transform = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
+
+_SPAN = 2**32  # torch's CPU generator (mt19937) uses only the low 32 bits of a seed
+
+
+def _seed_base(seed: int) -> int:
+    """splitmix64(seed) mod 2**32: a well-mixed 32-bit offset for the evaluation seed ``seed``."""
+    z = (int(seed) + 0x9E3779B97F4A7C15) % 2**64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+    return (z ^ (z >> 31)) % _SPAN
+
+
+def example_seed(seed: int, index: int) -> int:
+    """Seed of example ``index``'s transform noise under evaluation seed ``seed``:
+    ``(splitmix64(seed) + index) mod 2**32``; distinct for every index of one seed."""
+    index = int(index)
+    if not 0 <= index < _SPAN - 1:
+        raise ValueError(f"example index {index} out of range [0, {_SPAN - 1})")
+    return (_seed_base(seed) + index) % _SPAN
+
+
+def model_noise_seed(seed: int) -> int:
+    """Seed of the model's own noise stream under evaluation seed ``seed``:
+    ``(splitmix64(seed) - 1) mod 2**32``, the seed of an index no example has, so it never
+    coincides with any example's data noise (:func:`example_seed`) under the same ``seed``."""
+    return (_seed_base(seed) + _SPAN - 1) % _SPAN
 
 
 @dataclass(frozen=True)
@@ -105,13 +138,28 @@ class ArrayDataset:
             return torch.arange(n)
         return torch.randperm(n, generator=torch.Generator().manual_seed(0))[: int(limit)].sort().values
 
+    def get_examples(self, indices: torch.Tensor, seed: int = 0):
+        """Like :meth:`get_batch`, but each example ``i`` draws its transform noise from its own
+        generator seeded with :func:`example_seed` ``(seed, i)``: the result for an example does
+        not depend on which other examples share its batch."""
+        indices = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
+        if self.transform is None:
+            return self.get_batch(indices, None)
+        xs, ys = [], []
+        for i in indices.tolist():
+            x, y = self.get_batch(indices.new_tensor([i]), torch.Generator().manual_seed(example_seed(seed, i)))
+            xs.append(x)
+            ys.append(y)
+        y = torch.cat(ys) if ys and ys[0] is not None else None
+        return torch.cat(xs), y
+
     def iter_batches(self, batch_size: int, seed: int = 0, limit: int | None = None) -> Iterator[tuple]:
         """Batches over the set (or its fixed random ``limit`` subset, :meth:`subset_indices`)
-        for evaluation; randomness of the transform seeded by ``seed``."""
+        for evaluation; the transform's noise is drawn per example (:meth:`get_examples`), seeded
+        by (``seed``, example index), so it does not depend on ``batch_size`` or ``limit``."""
         idx = self.subset_indices(limit)
-        for i, start in enumerate(range(0, len(idx), batch_size)):
-            g = torch.Generator().manual_seed(seed * 1_000_003 + i)
-            yield self.get_batch(idx[start: start + batch_size], g)
+        for start in range(0, len(idx), batch_size):
+            yield self.get_examples(idx[start: start + batch_size], seed)
 
     def tensor(self, seed: int = 0, limit: int | None = None) -> torch.Tensor:
         """The whole (transformed) set as one tensor, deterministic given ``seed``."""

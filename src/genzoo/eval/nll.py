@@ -13,6 +13,16 @@ It is 0 for a discrete likelihood (``model.discrete_likelihood``: binary pixels,
 softmax over levels, discretised logistic) and for discrete data (binary, levels,
 tokens; ``spec.value_range is None``). Every result names its data set, including the
 binarisation (static vs dynamic binarised MNIST differ by 1-2 nats).
+
+Noise protocol (recorded in ``result["protocol"]``): the *data* noise (uniform
+dequantisation, dynamic binarisation) is drawn per example, example ``i`` from a
+generator seeded with ``(splitmix64(seed) + i) mod 2**32``
+(:func:`genzoo.data.base.example_seed`), so the test draw is the same at any batch size
+and in any ``limit`` subset. The *model* noise (a VAE's posterior samples, TARFLOW's
+noise augmentation, Hutchinson probes: whatever ``log_prob`` draws from the global torch
+RNG) comes from a separate stream, the global RNG seeded with
+``(splitmix64(seed) - 1) mod 2**32`` (:func:`genzoo.data.base.model_noise_seed`), a
+seed no example's data noise uses, so the two are not correlated.
 """
 from __future__ import annotations
 
@@ -20,6 +30,7 @@ import math
 
 import torch
 
+from ..data.base import model_noise_seed
 from ..errors import ConfigError, GenzooError
 from ..units import bits_per_dim, dequantization_offset_bits
 
@@ -40,12 +51,14 @@ def evaluate_nll(model, dataset, *, batch_size: int = 256, limit: int | None = N
         model: a :class:`~genzoo.models.base.GenerativeModel` with ``likelihood`` "exact" or "bound".
         dataset: an :class:`~genzoo.data.base.ArrayDataset` (its ``spec`` gives D, the value
             range and the binarisation). Batches come from ``dataset.iter_batches``, so the
-            transform's randomness (dequantisation noise, dynamic binarisation) is seeded by ``seed``.
+            transform's randomness (dequantisation noise, dynamic binarisation) is drawn per
+            example from (``seed``, example index): the same at any ``batch_size``.
         batch_size: examples per ``log_prob`` call.
         limit: evaluate a fixed random subset of ``limit`` examples (``ArrayDataset.subset_indices``).
-        seed: seed of the data transform's randomness (and of stochastic log_prob estimates
-            that draw from the global torch RNG: it is seeded with ``seed`` inside a
-            ``torch.random.fork_rng`` block, so the caller's RNG state is left untouched).
+        seed: seed of the data transform's per-example randomness and, through a different
+            derived seed (``model_noise_seed(seed)``), of stochastic log_prob estimates that draw
+            from the global torch RNG: it is seeded inside a ``torch.random.fork_rng`` block, so
+            the caller's RNG state is left untouched (see the module docstring).
         progress: show a tqdm progress bar.
         **log_prob_opts: passed to ``model.log_prob`` (e.g. ``num_samples=5000`` for IWAE).
     ``log_prob`` is called under ``torch.no_grad()`` with the model in eval mode (its
@@ -55,7 +68,9 @@ def evaluate_nll(model, dataset, *, batch_size: int = 256, limit: int | None = N
         nll_nats (mean over examples, nats per example), nll_nats_stderr (standard error of
         that mean), bits_per_dim, bits_per_dim_stderr, offset_bits (the dequantisation
         offset added), num_examples, num_dims, likelihood ("exact" or "bound"),
-        is_upper_bound (True for "bound" models), data (``spec.describe()``), seed.
+        is_upper_bound (True for "bound" models), data (``spec.describe()``), seed,
+        model_noise_seed (the seed of the model's noise stream) and protocol (one line
+        saying how data noise and model noise were seeded).
     Raises: ConfigError if ``model.likelihood == "none"`` (GANs: use sample metrics).
     """
     likelihood = getattr(model, "likelihood", "none")
@@ -83,10 +98,11 @@ def evaluate_nll(model, dataset, *, batch_size: int = 256, limit: int | None = N
     was_training = model.training
     model.eval()
     chunks = []
+    m_seed = model_noise_seed(seed)
     try:
         fork_devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=fork_devices), torch.no_grad():
-            torch.manual_seed(int(seed))
+            torch.manual_seed(m_seed)  # model noise: its own stream, not any example's data noise
             for x, y in dataset.iter_batches(batch_size, seed=seed, limit=n_total):
                 x = x.to(device)
                 opts = dict(log_prob_opts)
@@ -125,5 +141,9 @@ def evaluate_nll(model, dataset, *, batch_size: int = 256, limit: int | None = N
         "is_upper_bound": likelihood == "bound",
         "data": spec.describe(),
         "seed": int(seed),
+        "model_noise_seed": m_seed,
+        "protocol": (f"data noise (dequantisation/binarisation): per-example generator seeded with "
+                     f"(splitmix64(seed) + example index) mod 2**32, seed={int(seed)}, independent of batch size; "
+                     f"model noise (log_prob's own sampling): separate global torch RNG stream, seed {m_seed}"),
         "log_prob_opts": dict(log_prob_opts),
     }
