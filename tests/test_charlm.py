@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import genzoo
 from genzoo.cli import main
 from genzoo.errors import ConfigError, DataError
+from genzoo.models import charlm
 from genzoo.models.charlm import nbce_generate
 
 
@@ -64,11 +65,70 @@ def test_sampling_reproducible_prompt_topk_and_greedy():
         m.log_prob(torch.full((1, 12), 7))
 
 
-def test_nbce_with_one_context_is_plain_decoding():
+def test_nbce_with_beta_0_is_plain_decoding():
     m = tiny()
     ctx = torch.tensor([0, 3, 1, 4])
     plain = m.sample(1, generator=gen(5), length=8, prompt=ctx)[0]
-    assert torch.equal(nbce_generate(m, [ctx], 8, generator=gen(5)), plain)
+    assert torch.equal(nbce_generate(m, [ctx], 8, beta=0.0, generator=gen(5)), plain)
+
+
+class _FixedLM:
+    """A stand-in model whose next-token logits are fixed: ``uncond`` without context, ``ctx[k]``
+    after context k (told apart by the length of the first input)."""
+
+    bos, device = 0, torch.device("cpu")
+
+    def __init__(self, uncond, ctxs, lengths):
+        self.uncond, self.ctxs, self.lengths = torch.tensor(uncond), [torch.tensor(c) for c in ctxs], lengths
+
+    class net:  # noqa: N801 - mimics model.net.new_cache()
+        @staticmethod
+        def new_cache():
+            return {}
+
+    def next_logits(self, seq, cache):
+        if "which" not in cache:
+            n = seq.shape[1] - 1
+            cache["which"] = -1 if n == 0 else self.lengths.index(n)
+        k = cache["which"]
+        return (self.uncond if k < 0 else self.ctxs[k])[None].clone()
+
+
+def _nbce_logits(monkeypatch, m, contexts, beta=0.25):
+    seen = []
+    monkeypatch.setattr(charlm, "sample_logits", lambda lg, *a, **k: (seen.append(lg.clone()), torch.zeros(1, dtype=torch.long))[1])
+    nbce_generate(m, contexts, 1, beta=beta)
+    return seen[0][0]
+
+
+def test_nbce_with_one_context_applies_the_correction(monkeypatch):
+    # Su's reference (bojone/NBCE): (1 + beta) log p(T|S_k*) - beta log p(T) for any n, n = 1 too
+    uncond, ctx = [0.0, 1.0, 2.0], [2.0, 0.0, 1.0]
+    m = _FixedLM(uncond, [ctx], [2])
+    got = _nbce_logits(monkeypatch, m, [torch.tensor([1, 2])], beta=0.25)
+    lu, lc = F.log_softmax(torch.tensor(uncond), -1), F.log_softmax(torch.tensor(ctx), -1)
+    # by hand: log-softmax of (0, 1, 2) = (0, 1, 2) - 2.40761, of (2, 0, 1) = (2, 0, 1) - 2.40761
+    assert torch.allclose(lu, torch.tensor([-2.40761, -1.40761, -0.40761]), atol=1e-5)
+    want = torch.tensor([1.25 * (2 - 2.40761) - 0.25 * (0 - 2.40761), 1.25 * (0 - 2.40761) - 0.25 * (1 - 2.40761),
+                         1.25 * (1 - 2.40761) - 0.25 * (2 - 2.40761)])
+    assert torch.allclose(got, want, atol=1e-4)
+    assert torch.allclose(got, 1.25 * lc - 0.25 * lu, atol=1e-6)
+
+
+def test_nbce_guards_against_minus_infinite_log_probs(monkeypatch):
+    inf = float("inf")
+    uncond = [-inf, 1.0, 2.0, 0.5]  # a token the context-free model rules out
+    ctxs = [[1.0, -inf, 0.0, 2.0], [0.0, 0.0, 0.0, 0.0]]  # a -inf in a context's prediction too
+    m = _FixedLM(uncond, ctxs, [1, 3])
+    got = _nbce_logits(monkeypatch, m, [torch.tensor([1]), torch.tensor([1, 2, 3])], beta=0.25)
+    assert not torch.isnan(got).any()
+    lu, l0 = F.log_softmax(torch.tensor(uncond), -1), F.log_softmax(torch.tensor(ctxs[0]), -1)
+    # context 0 has the lower entropy (the uniform context 1 has the highest possible)
+    assert got[0] == l0[0]  # where log p(T) = -inf: the context's own log-prob, as the reference
+    assert got[1] == -inf  # a token the chosen context rules out stays ruled out
+    assert torch.allclose(got[2:], 1.25 * l0[2:] - 0.25 * lu[2:])
+    tok = nbce_generate(m, [torch.tensor([1]), torch.tensor([1, 2, 3])], 4, generator=gen(0))
+    assert tok.shape == (4,) and int(tok.max()) < 4
 
 
 @torch.no_grad()

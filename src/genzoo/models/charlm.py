@@ -18,8 +18,12 @@ Papers
       log p(T | S_1..S_n) = (1 + beta) log p(T | S_k*) - beta log p(T),
       k* = the context whose prediction has the lowest entropy,  beta = 0.25,
 
-  p(T) being the prediction without any context. With one context the Naive Bayes
-  correction vanishes (its coefficient n - 1 = 0) and :func:`nbce_generate` is plain decoding.
+  p(T) being the prediction without any context. As in Su's reference code (bojone/NBCE,
+  ``test.py``), the same rule holds for any n >= 1, one context included (the beta-form is a
+  generalisation, not the n - 1 coefficient of plain Naive Bayes); beta = 0 is plain decoding.
+  Log-probs are clipped at -100 for the entropies, and where log p(T) <= -100 (-inf: a token
+  the context-free prediction rules out) the reference keeps log p(T | S_k*) instead of letting
+  - beta log p(T) reach +inf.
 
 Every component of the Transformer (position encoding, attention kind, norm) is a model
 argument, so `genzoo train charlm model.pos=sinusoidal` switches it from the command line.
@@ -142,6 +146,19 @@ class CharLM(GenerativeModel):
         return torch.stack(out, dim=1)
 
 
+def nbce_combine(logp: torch.Tensor, beta: float = 0.25) -> torch.Tensor:
+    """One NBCE step (Su 2023; bojone/NBCE ``test.py``): logp (n + 1, V) next-token log-probs,
+    row 0 without context, rows 1..n under the contexts -> the (V,) combined logits
+    (1 + beta) logp[k*] - beta logp[0], k* = the row 1..n of lowest entropy, for any n >= 1.
+    As the reference: entropies use log-probs clipped to [-100, 0] (so -inf gives 0, not NaN),
+    and where logp[0] <= -100 the combined logit is logp[k*] itself."""
+    ctx = logp[1:]
+    entropy = -(ctx.exp() * ctx.clamp(-100.0, 0.0)).sum(-1)
+    best = 1 + int(entropy.argmin())
+    merged = (1 + beta) * logp[best] - beta * logp[0]
+    return torch.where(logp[0] > -100.0, merged, logp[best])
+
+
 @torch.no_grad()
 def nbce_generate(model, contexts: list, length: int, *, beta: float = 0.25, temperature: float = 1.0, top_k: int = 0,
                   generator: torch.Generator | None = None) -> torch.Tensor:
@@ -151,7 +168,7 @@ def nbce_generate(model, contexts: list, length: int, *, beta: float = 0.25, tem
     contexts: a list of 1-D token-id tensors (each fits the model's context); returns the
     (length,) generated ids. Each step: next-token log-probs under every context and under no
     context; k* = the context of lowest entropy; logits = (1 + beta) log p(.|S_k*) - beta log p(.)
-    (for one context: plain decoding, see the module docstring)."""
+    for any number of contexts (see the module docstring and :func:`nbce_combine`)."""
     if not contexts:
         raise ConfigError("nbce_generate needs at least one context")
     dev = model.device
@@ -162,12 +179,7 @@ def nbce_generate(model, contexts: list, length: int, *, beta: float = 0.25, tem
     out = []
     for _ in range(length):
         logp = torch.stack([F.log_softmax(lg.float(), -1)[0] for lg in logits])  # (n + 1, V)
-        if len(contexts) == 1:
-            combined = logp[1]
-        else:
-            entropy = -(logp[1:].exp() * logp[1:]).sum(-1)
-            best = 1 + int(entropy.argmin())
-            combined = (1 + beta) * logp[best] - beta * logp[0]
+        combined = nbce_combine(logp, beta)
         tok = sample_logits(combined[None], temperature, top_k, generator)
         out.append(int(tok))
         if len(out) < length:
