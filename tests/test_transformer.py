@@ -304,6 +304,30 @@ def test_transformer_vq_block_form_and_cache_equal_quadratic_attention():
         tiny("rope", attention="vq")
 
 
+def test_transformer_vq_in_training_mode_uses_one_codebook_then_updates_it():
+    """Training mode: the block form equals quadratic attention over the keys quantised by the codebook
+    as it was at the start of the forward (the current block's keys and the past blocks' codes read the
+    same codebook), and the EMA step still happens, after the attention."""
+    net = tiny("none", attention="vq", depth=1, vq_codes=8, vq_block=4)
+    att = net.blocks[0].attn.train()
+    with torch.no_grad():  # logits of order one (not the 0.02-scale initialisation's ~0) and a large EMA step
+        att.qkv.weight.copy_(torch.randn(att.qkv.weight.shape, generator=gen(40)) * 0.3)
+    att.vq.decay = 0.5
+    x = torch.randn(2, 11, 32, generator=gen(41))
+    att(x, torch.arange(11), torch.arange(11))  # the first training call initialises the codebook from data
+    for seed in (42, 43):  # two further EMA steps
+        x = torch.randn(2, 11, 32, generator=gen(seed))
+        frozen = tiny("none", attention="vq", depth=1, vq_codes=8, vq_block=4).blocks[0].attn.eval()
+        frozen.load_state_dict(att.state_dict())
+        frozen.vq.decay = 0.5
+        ref = vq_attention_reference(frozen, x)  # the codebook before this forward
+        before = att.vq.codebook.clone()
+        y = att(x, torch.arange(11), torch.arange(11))
+        torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+        assert not torch.equal(before, att.vq.codebook)  # and the EMA update still happened
+        assert att.aux_loss > 0
+
+
 def test_ssm_mixers_and_monarch_mlp():
     net = tiny("none", mixer="rtf", mlp_linear="monarch", depth=1)
     with torch.no_grad():  # RTF starts with zero poles and zeros; give it a real filter

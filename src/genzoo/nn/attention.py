@@ -20,7 +20,8 @@
   quantised keys, causally) plus the S codes weighted by their counts, so cost is
   O(T (L + S)) instead of O(T^2) and the decoding cache is (U, counts), O(S d) whatever the
   length. Forward values equal quadratic softmax attention over the quantised keys
-  (:func:`vq_attention_reference`); in genzoo's block form, gradients reach earlier blocks'
+  (:func:`vq_attention_reference`), in training mode too: one forward reads one codebook (the
+  one its keys were quantised with) and the EMA codebook step lands after it; in genzoo's block form, gradients reach earlier blocks'
   values through U but their keys only through the commitment loss.
 """
 from __future__ import annotations
@@ -155,7 +156,14 @@ class Attention(nn.Module):
     # -- Transformer-VQ --------------------------------------------------------------------------
     def _vq(self, q, k, v, state):
         B, H, T, dh = q.shape
-        k_hat, codes, commit = self.vq(k.transpose(1, 2))  # groups = heads: (B, T, H, dh)
+        kt = k.transpose(1, 2)  # groups = heads: (B, T, H, dh)
+        # one codebook for the whole forward: in training the quantiser moves its EMA codebook one step
+        # inside its call, after quantising, so the past blocks' code logits must read the codebook the
+        # keys were quantised with (the one before the step), not the updated one
+        if self.training and not bool(self.vq.initialized):
+            self.vq._init_from(kt.detach())  # (the first training call draws the codebook from these keys)
+        cb = self.vq.codebook.clone() if self.training else self.vq.codebook
+        k_hat, codes, commit = self.vq(kt)  # the EMA update happens here, after the quantisation
         self.aux_loss = commit
         k_hat, codes = k_hat.transpose(1, 2), codes.transpose(1, 2)  # (B, H, T, dh), (B, H, T)
         S = self.vq.K
@@ -179,7 +187,7 @@ class Attention(nn.Module):
         if state is not None:
             state["U"], state["n"] = U_past[:, :, -1] + U_blk[:, :, -1], n_past[:, :, -1] + n_blk[:, :, -1]
         scale = 1.0 / math.sqrt(dh)
-        cb = self.vq.codebook.to(q.dtype)  # (H, S, dh)
+        cb = self.vq._norm(cb).to(q.dtype)  # (H, S, dh): the codes k_hat was drawn from
         cur = (qb @ kb.transpose(-1, -2)) * scale
         cur = cur.masked_fill(~torch.ones(L, L, dtype=torch.bool, device=q.device).tril(), float("-inf"))
         past = torch.einsum("bhnld,hsd->bhnls", qb, cb) * scale + torch.log(n_past)[:, :, :, None, :]
