@@ -521,6 +521,23 @@ def test_check_data_bernoulli_needs_binary_data():
     _one_line_config_error(lambda: model.check_data(load_dataset("digits", "valid").spec), "bernoulli", "binarize", "digits")
 
 
+def test_check_data_gaussian_refuses_undequantised_lattice_data():
+    """A Gaussian density on the un-dequantised grid (lattice data) is unbounded: its NLL can go
+    below 0 bits/dim, an impossible number. Refused like the flows refuse it (issue 29)."""
+    from genzoo.data import load_dataset
+
+    gauss = tiny("mlp", "gaussian")
+    for spec in (grey_spec(), grey_spec(levels=17), grey_spec(value_range=(0.0, 1.0)),
+                 load_dataset("digits", "valid").spec):
+        msg = _one_line_config_error(lambda: gauss.check_data(spec), "gaussian", "not dequantised",
+                                     "data.dequantize=uniform", "logistic", "bernoulli")
+        assert spec.name in msg
+    gauss.check_data(load_dataset("digits", "valid", dequantize="uniform").spec)
+    # continuous vectors (2-D toys, float arrays) are taken as they are
+    vec = genzoo.build("vae", shape=(2,), arch="mlp", decoder="gaussian", latent_dim=2, hidden=8, depth=1)
+    vec.check_data(DataSpec(name="8gaussians", kind="vector", shape=(2,), value_range=None, discrete=None))
+
+
 def test_check_data_refuses_a_shape_mismatch():
     model = tiny("conv", "bernoulli")
     msg = _one_line_config_error(lambda: model.check_data(binary_spec(shape=(1, 28, 28))), "shape", "(1, 8, 8)", "(1, 28, 28)")
@@ -530,7 +547,7 @@ def test_check_data_refuses_a_shape_mismatch():
 def test_check_data_other_decoders():
     gauss = tiny("mlp", "gaussian")
     gauss.check_data(grey_spec(dequantization="uniform"))
-    gauss.check_data(grey_spec(levels=17))
+    gauss.check_data(grey_spec(levels=17, dequantization="uniform"))
     _one_line_config_error(lambda: gauss.check_data(binary_spec()), "gaussian", "bernoulli")
     logistic = tiny("mlp", "logistic")
     logistic.check_data(grey_spec())

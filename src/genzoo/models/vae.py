@@ -168,7 +168,11 @@ class VAE(GenerativeModel):
         * "logistic" needs the un-dequantised grid 2k/(L-1) - 1 on [-1, 1] with the
           likelihood's number of levels (256), i.e. value_range [-1, 1], no dequantisation;
         * "gaussian" is a density for continuous data: binary data is refused (a density
-          on {0, 1} is unbounded and its NLL is meaningless; use "bernoulli").
+          on {0, 1} is unbounded and its NLL is meaningless; use "bernoulli"), and so is
+          un-dequantised level data (images, or vectors with a value_range, whose
+          ``dequantization`` is not "uniform": a density on a lattice is unbounded too and
+          reports negative bits/dim), as the flows refuse it; continuous vectors
+          (``value_range`` None: 2-D toys, float arrays) are taken as they are.
         """
         super().check_data(spec)
         discrete = getattr(spec, "discrete", None)
@@ -188,6 +192,15 @@ class VAE(GenerativeModel):
             raise ConfigError(
                 f"VAE decoder='gaussian' is a density for continuous data but {name!r} is binarised "
                 "({0, 1} pixels); use model.decoder=bernoulli, or set data.binarize=none data.dequantize=uniform"
+            )
+        if d == "gaussian" and discrete is None and (getattr(spec, "kind", None) == "image" or spec.value_range is not None) \
+                and getattr(spec, "dequantization", None) != "uniform":
+            # as the flows refuse it (models/flows/base.py): a density on the level grid is unbounded
+            raise ConfigError(
+                f"VAE decoder='gaussian' is a density over continuous data but {name!r} is not dequantised "
+                f"(a density on its {spec.levels}-level grid is unbounded: bits/dim can go negative); "
+                "set data.dequantize=uniform, or use model.decoder=logistic (256-level data in [-1, 1]) "
+                "or model.decoder=bernoulli (data.binarize=static or dynamic)"
             )
         if d == "logistic":
             levels = getattr(self.lik, "levels", 256)
