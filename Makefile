@@ -15,14 +15,15 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# torch first, pinned: an unpinned torch may pull a multi-GB CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==$(TORCH_VERSION)" || $(PY) -m pip install torch
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev,peers]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/genzoo demo
 
+# GENZOO_REQUIRE_PEERS=1: a cross-check skipped for a missing peer library is a failure here.
 test: $(STAMP)
-	$(PY) -m pytest tests
+	GENZOO_REQUIRE_PEERS=1 $(PY) -m pytest tests
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info
