@@ -103,6 +103,44 @@ def test_sampling_and_errors():
         model("absorbing", steps=100)
 
 
+def test_hybrid_loss_weights_the_cross_entropy_by_lambda_against_the_single_t_term(monkeypatch):
+    # D3PM (Austin et al. 2021, eq. 5; their training_losses: vb_t + hybrid_coeff * ce): the per-t
+    # objective is L_t + lambda CE; the bound estimate uses T L_t, so the loss is T (L_t + lambda CE)
+    m = model("absorbing", hybrid_lambda=0.01)
+    term, aux, prior = torch.tensor([2.0, 4.0]), torch.tensor([3.0, 5.0]), torch.tensor([0.5, 0.25])
+    monkeypatch.setattr(m, "_terms", lambda x0, t, generator=None: (term, aux))
+    monkeypatch.setattr(m, "prior_kl", lambda x0: prior)
+    out = m.loss(torch.zeros(2, D))
+    # by hand: nelbo = (0.5 + 10 * 2, 0.25 + 10 * 4) = (20.5, 40.25), mean 30.375;
+    # T lambda CE = (10 * 0.01 * 3, 10 * 0.01 * 5) = (0.3, 0.5), mean 0.4; loss = (30.375 + 0.4) / 6
+    assert float(out["nelbo"]) == pytest.approx(30.375)
+    assert float(out["loss"]) == pytest.approx((30.375 + 0.4) / D)
+    # the CE's gradient weight relative to the single-t term's is lambda, whatever T
+    m2 = genzoo.build("discrete_diffusion", shape=(D,), kind="absorbing", num_steps=1000, net="mlp", hidden=8, depth=1)
+    t_, a_ = torch.tensor([1.0], requires_grad=True), torch.tensor([1.0], requires_grad=True)
+    monkeypatch.setattr(m2, "_terms", lambda x0, t, generator=None: (t_, a_))
+    monkeypatch.setattr(m2, "prior_kl", lambda x0: torch.zeros(1))
+    m2.loss(torch.zeros(1, D))["loss"].backward()
+    assert float(a_.grad / t_.grad) == pytest.approx(0.01)
+
+
+def test_continuous_data_is_refused_for_more_than_two_values():
+    from genzoo.data.base import DataSpec
+
+    m = genzoo.build("discrete_diffusion", shape=(D,), kind="uniform", num_values=4, num_steps=T, net="mlp",
+                     hidden=8, depth=1)
+    cont = DataSpec(name="grey", kind="vector", shape=(D,), value_range=(-1.0, 1.0), discrete=None, levels=4)
+    with pytest.raises(ConfigError, match="integer") as e:  # levels == K but the values are continuous
+        m.check_data(cont)
+    assert "\n" not in str(e.value) and "num_values=2" in str(e.value)
+    m.check_data(DataSpec(name="lv", kind="vector", shape=(D,), value_range=None, discrete="levels", levels=4))
+    with pytest.raises(ConfigError, match="levels"):
+        m.check_data(DataSpec(name="lv", kind="vector", shape=(D,), value_range=None, discrete="levels", levels=5))
+    with pytest.raises(DataError, match="integer"):  # continuous values would be truncated to state 0
+        m.loss(torch.full((2, D), 0.5))
+    assert torch.isfinite(m.loss(torch.randint(0, 4, (2, D)).float())["loss"])
+
+
 def test_cli_on_binarised_digits(tmp_path):
     d = tmp_path / "run"
     assert main(["train", "discrete_diffusion", "data.name=digits", "data.binarize=static", "model.channels=8",

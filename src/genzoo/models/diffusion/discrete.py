@@ -7,7 +7,10 @@ Papers
   states, q(x_t | x_0) = Cat(x_0 Qbar_t), the x_0-parameterisation
   p(x_{t-1} | x_t) propto sum_{x0~} q(x_{t-1}, x_t | x0~) p~(x0~ | x_t) (their eq. 4), the
   variational bound  L = KL(q(x_T|x_0) || p(x_T)) + sum_{t>=2} E KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t))
-  - E log p(x_0 | x_1)  (eq. 1), and the hybrid loss L + lambda E[-log p~(x_0 | x_t)], lambda = 0.01.
+  - E log p(x_0 | x_1)  (eq. 1), and the hybrid loss L + lambda E[-log p~(x_0 | x_t)], lambda = 0.01
+  (eq. 5), the CE weighted by lambda against the single-t term, as their code (vb_t + lambda ce_t at
+  one random t): genzoo's loss is T (L_t + lambda CE_t) + L_T, i.e. T times D3PM's per-t objective
+  plus the (constant) prior term, so that its expectation over t is the bound plus T lambda E[CE].
   Absorbing transitions (to a [MASK] state) with beta_t = 1 / (T - t + 1), so alpha_t = 1 - t/T.
 * Hoogeboom, Nielsen, Jaini, Forre & Welling 2021, "Argmax Flows and Multinomial Diffusion":
   uniform transitions Q_t = (1 - beta_t) I + beta_t 11^T / K with the cosine schedule
@@ -131,10 +134,18 @@ class DiscreteDiffusion(GenerativeModel):
         if self.K == 2 and spec.discrete != "binary":
             raise ConfigError(f"discrete_diffusion with num_values=2 needs binary data but {spec.name!r} is not "
                               "binarised; set data.binarize=static or dynamic")
-        if self.K > 2 and spec.discrete != "levels" and int(spec.levels or 0) != self.K:
-            raise ConfigError(f"discrete_diffusion with num_values={self.K} needs {self.K}-level data")
+        if self.K > 2 and spec.discrete != "levels":
+            raise ConfigError(f"discrete_diffusion with num_values={self.K} needs integer-valued data 0..{self.K - 1} "
+                              f"(discrete='levels'), but {spec.name!r} is {spec.discrete or 'continuous'} (it would be "
+                              "truncated to state 0); use num_values=2 with data.binarize=static or dynamic")
+        if self.K > 2 and int(spec.levels or 0) > self.K:
+            raise ConfigError(f"discrete_diffusion with num_values={self.K} cannot hold {spec.name!r}'s {spec.levels} "
+                              f"levels; set model.num_values={spec.levels}")
 
     def _states(self, x: torch.Tensor) -> torch.Tensor:
+        if self.K > 2 and x.is_floating_point() and not bool((x == x.round()).all()):
+            raise DataError(f"discrete_diffusion with num_values={self.K} expects integer values 0..{self.K - 1}, got "
+                            f"non-integer values in [{float(x.min()):.3g}, {float(x.max()):.3g}] (continuous data?)")
         k = x.round().long() if self.K == 2 else x.long()
         if k.shape[1:] != self.shape or bool(((k < 0) | (k >= self.K)).any()):
             raise DataError(f"discrete_diffusion expects values in 0..{self.K - 1} of shape {self.shape}")
@@ -191,14 +202,16 @@ class DiscreteDiffusion(GenerativeModel):
 
     # -- interface --------------------------------------------------------------------------------
     def loss(self, batch, generator: torch.Generator | None = None, **kwargs) -> dict[str, torch.Tensor]:
-        """D3PM hybrid loss per pixel: (L_T + T * L_t + lambda * CE) / D with t ~ U{1..T}."""
+        """D3PM hybrid loss per pixel: (L_T + T (L_t + lambda CE_t)) / D with t ~ U{1..T} (the CE
+        weighted by lambda against the single-t term L_t, as D3PM; "nelbo" = L_T + T L_t, the
+        bound's unbiased estimate)."""
         self.check_options(kwargs, (), what="loss")
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         x0 = self._states(x).flatten(1)
         t = torch.randint(1, self.T + 1, (x0.shape[0],), generator=generator).to(x0.device)  # generator on CPU
         term, aux = self._terms(x0, t, generator)
         nelbo = self.prior_kl(x0) + self.T * term
-        loss = (nelbo + self.hybrid_lambda * aux).mean() / self.D
+        loss = (nelbo + self.T * self.hybrid_lambda * aux).mean() / self.D
         return {"loss": loss, "nelbo": nelbo.mean().detach()}
 
     @torch.no_grad()
