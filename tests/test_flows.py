@@ -626,3 +626,16 @@ def test_cli_glow_on_digits_with_actnorm_checkpoints(tmp_path):
 def test_cli_refuses_undequantised_images(capsys):
     assert main(["train", "glow", "data.name=digits", "data.dequantize=none", "--no-progress"]) == 2
     assert "dequantize=uniform" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ issue 29: training bits/dim use the data's levels
+@pytest.mark.parametrize("name", ["glow", "realnvp", "nice"])
+def test_training_bits_per_dim_use_the_data_levels(name):
+    m = tiny_image(name)
+    assert m.levels == 256
+    x = torch.rand(4, 1, 8, 8, generator=gen(3)) * 1.9 - 0.95
+    out = m.loss(x)
+    torch.testing.assert_close(out["bits_per_dim"], out["nll"] / (64 * math.log(2)) + 7.0)  # 256 levels in [-1, 1]
+    m.check_data(DataSpec("digits", "image", (1, 8, 8), value_range=(-1.0, 1.0), dequantization="uniform", levels=17))
+    out = m.loss(x)
+    torch.testing.assert_close(out["bits_per_dim"], out["nll"] / (64 * math.log(2)) + math.log2(17 / 2))

@@ -320,3 +320,30 @@ def test_cli_train_sample_eval_class_conditional_on_digits(tmp_path):
     data = load_dataset("digits", "test", dequantize="uniform")
     x, _ = data.get_batch(torch.arange(4), gen(0))
     torch.testing.assert_close(model.decode(model.encode(x)), x, atol=1e-4, rtol=0)
+
+
+# ------------------------------------------------------------------ issue 29: bound, and the data's levels
+def test_noise_augmented_tarflow_reports_a_bound():
+    """With noise_std > 0 log_prob is the density of x + sigma eps, a bound on the data's
+    likelihood (the class docstring): the model, the registry entry and the eval record say "bound"."""
+    from genzoo.data.base import ArrayDataset
+    from genzoo.eval import evaluate_nll
+
+    assert TarFlow.likelihood == "bound" and list_models()["tarflow"].cls.likelihood == "bound"
+    m = tiny(noise_std=0.05).float()
+    assert m.likelihood == "bound"
+    assert tiny(noise_std=0.0).likelihood == "exact"  # sigma = 0: a plain density of the data
+    spec = DataSpec("toy", "image", (1, 4, 4), value_range=(-1.0, 1.0), dequantization="uniform", levels=256)
+    ds = ArrayDataset(images(20, 3).float(), None, spec)
+    r = evaluate_nll(m, ds, batch_size=8, progress=False)
+    assert r["likelihood"] == "bound" and r["is_upper_bound"] is True
+
+
+def test_training_bits_per_dim_use_the_data_levels():
+    """17-level digits (uniformly dequantised) on a model built with the default levels=256: the
+    offset is log2(17 / 2), not log2(256 / 2) (3.9 bits/dim too high)."""
+    m = tiny(noise_std=0.0)
+    assert m.levels == 256
+    m.check_data(DataSpec("digits", "image", (1, 4, 4), value_range=(-1.0, 1.0), dequantization="uniform", levels=17))
+    out = m.loss(images(4, 2))
+    torch.testing.assert_close(out["bits_per_dim"], out["nll"] / (16 * math.log(2)) + math.log2(17 / 2))

@@ -246,6 +246,10 @@ class Flow(GenerativeModel):
             if vr != self.data_range:
                 raise ConfigError(f"{cls} was built for data in {list(self.data_range)} but {name!r} has value_range "
                                   f"{list(vr)}; set model.data_range=[{vr[0]:g}, {vr[1]:g}]")
+        if vr is not None:
+            # training-time bits/dim (loss) use the data's levels, e.g. 17 for sklearn's digits even
+            # when the model keeps the default levels=256 (that offset was log2(256 / 17) = 3.9 too high)
+            self.data_levels = int(getattr(spec, "levels", self.levels))
 
     # -- pieces -------------------------------------------------------------------------
     def _check_x(self, x) -> torch.Tensor:
@@ -319,8 +323,14 @@ class Flow(GenerativeModel):
         nll = -self.log_prob(x).mean()
         out = {"loss": nll, "nll": nll.detach()}
         if self.is_image:
-            out["bits_per_dim"] = bits_per_dim(nll.detach(), math.prod(self.shape), self.data_range, self.levels)
+            out["bits_per_dim"] = bits_per_dim(nll.detach(), math.prod(self.shape), self.data_range, self.bpd_levels)
         return out
+
+    @property
+    def bpd_levels(self) -> int:
+        """Levels of the training-time bits/dim offset: the data's (``spec.levels``, recorded by
+        :meth:`check_data`), else the model's ``levels``."""
+        return int(getattr(self, "data_levels", None) or self.levels)
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:

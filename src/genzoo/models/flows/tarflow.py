@@ -230,8 +230,14 @@ class TarFlow(Flow):
     use the usual offset (+7 for [-1, 1]), but with sigma > 0 they also pay for the noise's
     entropy (about log2(sqrt(2 pi e) sigma) + 7 bits for a pixel the rest of the image
     determines: 4.7 at sigma = 0.05), and only sigma = 0 gives numbers comparable with other flows.
+    So ``likelihood`` is "bound" for sigma > 0 (evaluation records an upper bound on the NLL) and
+    "exact" for sigma = 0.
     """
 
+    #: with noise_std > 0 (the default) log_prob is the density of the noise-augmented data, a
+    #: bound on the data's likelihood (see above), so the class and such instances say "bound";
+    #: an instance with noise_std = 0 is a plain density and says "exact".
+    likelihood = "bound"
     sample_options = ("temperature", "guidance", "attn_temp", "annealed_guidance", "labels", "denoise")
     log_prob_options = ("labels", "noise", "generator")
 
@@ -276,6 +282,7 @@ class TarFlow(Flow):
         transform = TarFlowTransform(shape, patch_size, blocks, dim=dim, depth=layers_per_block, heads=heads,
                                      num_classes=self.num_classes, mlp_ratio=float(mlp_ratio), dropout=float(dropout))
         self._setup(shape, transform, "gaussian", "uniform", levels, data_range, 4, 32)
+        self.likelihood = "bound" if self.noise_std > 0 else "exact"
 
     # -- data and labels -------------------------------------------------------------------
     def check_data(self, spec) -> None:
@@ -347,7 +354,7 @@ class TarFlow(Flow):
         nll = -self.log_density(x, labels).mean()
         out = {"loss": nll, "nll": nll.detach()}
         if self.is_image:
-            out["bits_per_dim"] = bits_per_dim(nll.detach(), math.prod(self.shape), self.data_range, self.levels)
+            out["bits_per_dim"] = bits_per_dim(nll.detach(), math.prod(self.shape), self.data_range, self.bpd_levels)
         return out
 
     # -- generation ----------------------------------------------------------------------
