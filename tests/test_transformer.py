@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from genzoo.cli import main
 from genzoo.data.base import DataSpec
 from genzoo.errors import ConfigError, DataError
 from genzoo.nn.rope import RoPE, grid_positions, rope_tie_positions
-from genzoo.nn.attention import vq_attention_reference
+from genzoo.nn.attention import ATTENTIONS, vq_attention_reference
 from genzoo.nn.positions import GeneralRoPE, hierarchical_extend, rope_generator, t5_bucket
 from genzoo.nn.transformer import POSITIONS, Transformer, sinusoidal_table
 
@@ -97,9 +98,52 @@ def tiny(pos="rope", **kw):
     return Transformer(**args).eval()
 
 
-#: every (position, attention) pair that the Transformer accepts
-VARIANTS = [(p, "softmax") for p in POSITIONS if p != "rope-tie"] + [(p, "linear") for p in ("none", "sinusoidal", "rope", "rope2d", "rope-general")] \
-    + [(p, "vq") for p in ("none", "learned", "sinusoidal")] + [("none", "s4d"), ("sinusoidal", "rtf")]
+KINDS = ATTENTIONS + ("s4d", "rtf")  # attention kinds and the state-space mixers
+
+
+def _accepts(pos, kind):
+    try:
+        tiny(pos, attention=kind, vq_block=5)
+    except ValueError:
+        return False
+    return True
+
+
+#: every (position, attention) pair that the Transformer accepts, read off the constructor (and checked
+#: against the documented refusals by test_variants_are_every_pair_the_transformer_accepts)
+VARIANTS = [pk for pk in itertools.product(POSITIONS, KINDS) if _accepts(*pk)]
+#: rope-tie needs positions with every call: 24 tokens of text, a 3 x 4 image, text
+TIE_POSITIONS = rope_tie_positions([("text", 3), ("image", (3, 4)), ("text", 9)])
+
+
+def tie(pos, start, stop):
+    """The ``positions`` argument for tokens start..stop - 1 (None: the Transformer's default)."""
+    return TIE_POSITIONS[start:stop] if pos == "rope-tie" else None
+
+
+def _documented_refusal(pos, kind):
+    """docs/transformer.md's refused combinations, written out independently of the constructor."""
+    if kind in ("s4d", "rtf"):
+        return pos not in ("none", "learned", "sinusoidal")  # a state-space mixer has no queries or keys
+    if kind == "vq":
+        return pos not in ("none", "learned", "sinusoidal")  # keys must not depend on position
+    if kind == "linear":
+        return pos in ("shaw", "t5")  # no logits to add a relative bias to
+    return False
+
+
+def test_variants_are_every_pair_the_transformer_accepts():
+    accepted, refused = set(), set()
+    for pos, kind in itertools.product(POSITIONS, KINDS):
+        try:
+            tiny(pos, attention=kind, vq_block=5)
+        except ValueError:
+            refused.add((pos, kind))
+        else:
+            accepted.add((pos, kind))
+    assert refused == {pk for pk in itertools.product(POSITIONS, KINDS) if _documented_refusal(*pk)}
+    assert set(VARIANTS) == accepted and len(VARIANTS) == len(accepted)
+    assert {("learned", "linear"), ("rope-tie", "linear"), ("rope-tie", "softmax")} <= set(VARIANTS)
 
 
 @pytest.mark.parametrize("pos,attention", VARIANTS)
@@ -108,7 +152,7 @@ def test_causal_mask_by_autograd(pos, attention):
     w.r.t. the input embeddings is exactly zero beyond t)."""
     net = tiny(pos, vocab_size=None, in_dim=5, attention=attention, vq_block=5)
     x = torch.randn(1, 24, 5, generator=gen(5), requires_grad=True)
-    out = net(x)
+    out = net(x, positions=tie(pos, 0, 24))
     for t in (0, 7, 23):
         (g,) = torch.autograd.grad(out[0, t].sum(), x, retain_graph=True)
         if attention in ("s4d", "rtf"):  # FFT convolution: causal up to float round-off
@@ -122,12 +166,12 @@ def test_causal_mask_by_autograd(pos, attention):
 def test_kv_cache_matches_the_full_pass(pos, attention):
     net = tiny(pos, attention=attention, vq_block=5)
     x = torch.randint(0, 11, (3, 24), generator=gen(6))
-    full = net(x)
+    full = net(x, positions=tie(pos, 0, 24))
     cache = net.new_cache()
-    steps = torch.cat([net(x[:, i:i + 1], cache) for i in range(24)], dim=1)
+    steps = torch.cat([net(x[:, i:i + 1], cache, positions=tie(pos, i, i + 1)) for i in range(24)], dim=1)
     assert torch.allclose(steps, full, atol=1e-5)
     cache = net.new_cache()  # a prefix, then chunks after it (the masked-chunk path)
-    chunks = torch.cat([net(x[:, :10], cache), net(x[:, 10:13], cache), net(x[:, 13:], cache)], dim=1)
+    chunks = torch.cat([net(x[:, a:b], cache, positions=tie(pos, a, b)) for a, b in ((0, 10), (10, 13), (13, 24))], dim=1)
     assert torch.allclose(chunks, full, atol=1e-5) and cache.length == 24
 
 
@@ -166,6 +210,30 @@ def test_logn_scaling_changes_nothing_up_to_the_training_length():
     assert torch.allclose(torch.cat([net(x[:, i:i + 1], cache) for i in range(24)], 1), scaled, atol=1e-5)
     with pytest.raises(ValueError, match="softmax"):
         tiny("rope", attention="linear").set_logn(10)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_logn_scaling_is_exactly_max1_logn_over_log_ntrain(causal):
+    """Su's log-n scaling as documented: the logits of a query that sees n keys (causal: n = i + 1; bidirectional:
+    n = T) are multiplied by max(1, ln n / ln n_train), against attention written out by hand."""
+    n_train, T, H, dh = 5, 13, 4, 8
+    net = tiny("rope", depth=1, causal=causal, logn_len=n_train)
+    att = net.blocks[0].attn
+    with torch.no_grad():  # logits of order one, so that a wrong factor shows
+        att.qkv.weight.copy_(torch.randn(att.qkv.weight.shape, generator=gen(44)) * 0.3)
+    x = torch.randn(1, T, 32, generator=gen(45), dtype=torch.float64)
+    att = att.double()
+    q, k, v = att.qkv(x).view(1, T, 3, H, dh).permute(2, 0, 3, 1, 4)
+    q, k = att.rope(q, torch.arange(T)), att.rope(k, torch.arange(T))
+    y = torch.zeros(1, H, T, dh, dtype=torch.float64)
+    for i in range(T):
+        n = i + 1 if causal else T
+        factor = max(1.0, math.log(n) / math.log(n_train))
+        e = (q[0, :, i, None] * k[0, :, :n]).sum(-1) * factor / math.sqrt(dh)  # (H, n)
+        y[0, :, i] = torch.einsum("hj,hjd->hd", e.softmax(-1), v[0, :, :n])
+    want = att.proj(y.transpose(1, 2).reshape(1, T, -1))
+    torch.testing.assert_close(att(x, torch.arange(T), torch.arange(T)), want, atol=1e-6, rtol=0)  # (factor in float32)
+    assert max(1.0, math.log(T) / math.log(n_train)) > 1.5  # the test reaches well past the training length
 
 
 def test_t5_buckets_and_shaw_logits_by_hand():
