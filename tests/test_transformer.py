@@ -70,6 +70,31 @@ def test_rope2d_depends_only_on_the_2d_offset_and_ties_to_1d_on_the_diagonal():
         rope2(q[None], torch.tensor([3]))
 
 
+def test_half_pairing_is_gpt_neox_rotate_half_and_the_docstrings_say_so():
+    """GPT-NeoX (and Hugging Face LLaMA) rotate x * cos + rotate_half(x) * sin with rotate_half(x) = [-x2, x1]
+    over the two halves of the head and cos, sin of [n theta, n theta]: that is the "half" pairing, while
+    GPT-J's rotate_every_two is the interleaved one."""
+    import genzoo.nn.positions as positions_module
+    import genzoo.nn.rope as rope_module
+
+    x = torch.randn(2, 7, 16, generator=gen(46), dtype=torch.float64)
+    n = torch.arange(7, dtype=torch.float64)
+    ang = n[:, None] * 10000.0 ** (-torch.arange(0, 16, 2, dtype=torch.float64) / 16)
+    cos, sin = torch.cat((ang, ang), -1).cos(), torch.cat((ang, ang), -1).sin()
+    x1, x2 = x[..., :8], x[..., 8:]
+    neox = x * cos + torch.cat((-x2, x1), -1) * sin
+    torch.testing.assert_close(RoPE(16, pairing="half").double()(x, torch.arange(7)), neox)
+    cos2, sin2 = ang.repeat_interleave(2, -1).cos(), ang.repeat_interleave(2, -1).sin()
+    every_two = torch.stack((-x[..., 1::2], x[..., 0::2]), -1).flatten(-2)  # GPT-J's rotate_every_two
+    torch.testing.assert_close(RoPE(16).double()(x, torch.arange(7)), x * cos2 + every_two * sin2)
+    lines = rope_module.__doc__.splitlines()
+    half = next(i for i, line in enumerate(lines) if line.startswith('* ``"half"``'))
+    inter = next(i for i, line in enumerate(lines) if line.startswith('* ``"interleaved"``'))
+    assert "NeoX" in " ".join(lines[half:half + 2]) and "NeoX" not in " ".join(lines[inter:inter + 2])
+    cite = next(line for line in positions_module.__doc__.splitlines() if "archives/9403" in line)
+    assert "Su 2022" in cite  # Su's completeness analysis of RoPE is dated 2022-12-28
+
+
 def test_rope_matches_rotary_embedding_torch():
     rot = pytest.importorskip("rotary_embedding_torch")
     theirs = rot.RotaryEmbedding(dim=16)

@@ -17,7 +17,7 @@ Relative (inside attention)
   shared by every layer, as in T5.
 
 General RoPE
-* Su 2021 ("Transformer升级之路: 6. 旋转位置编码的完备性分析", kexue.fm/archives/9403): any
+* Su 2022 ("Transformer升级之路: 6. 旋转位置编码的完备性分析", 28 Dec. 2022, kexue.fm/archives/9403): any
   R_n = exp(n B) with B skew-symmetric satisfies R_m^T R_n = R_{n-m}, hence a relative score;
   standard RoPE is the block-diagonal B with blocks [[0, -theta_k], [theta_k, 0]].
 """

@@ -23,9 +23,10 @@ Papers
 
 Pairing convention (the anchors disagree; genzoo offers both behind ``pairing``):
 
-* ``"interleaved"`` (default; RoFormer, rotary-embedding-torch, GPT-J/NeoX "rotary_interleaved"):
+* ``"interleaved"`` (default; RoFormer, rotary-embedding-torch, GPT-J's ``rotate_every_two``):
   pair k is dimensions (2k, 2k + 1).
-* ``"half"`` (Hugging Face LLaMA's ``rotate_half``): pair k is dimensions (k, k + d/2).
+* ``"half"`` (GPT-NeoX's and Hugging Face LLaMA's ``rotate_half``): pair k is dimensions
+  (k, k + d/2).
 
 Both give the same attention scores for suitably permuted weights; they differ only in which
 dimensions form a rotated pair, which matters when loading weights from one of those codes.

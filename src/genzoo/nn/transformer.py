@@ -145,7 +145,7 @@ class Transformer(nn.Module):
             sequence index i at the i-th cell of the raster-scanned grid) | "shaw" | "t5"
             (relative, inside the attention).
         rope_base, rope_pairing: theta_k = base^(-2k/d_head); "interleaved" (default,
-            RoFormer) or "half" (LLaMA) pairs (see :mod:`genzoo.nn.rope`); "rope-general" starts
+            RoFormer, GPT-J) or "half" (GPT-NeoX, LLaMA) pairs (see :mod:`genzoo.nn.rope`); "rope-general" starts
             from the generator of that pairing.
         rope_learnable: ``pos="rope-general"`` only (another pos refuses it): True (the default
             there) trains the generator B of R_n = exp(n B), skew-symmetric and starting at RoPE's
