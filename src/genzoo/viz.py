@@ -1,7 +1,11 @@
-"""Pictures: image grids as PNG (PIL + numpy, no torchvision) and scatter plots of 2-D samples."""
+"""Pictures: image grids as PNG (PIL + numpy, no torchvision) and scatter plots of vector samples
+(2-D: one scatter; 1-D: a histogram; more dimensions: a pairwise scatter matrix of the first
+:data:`MAX_PAIR_DIMS` coordinates). Pictures are optional: a kind of data with no picture is
+skipped with one line on stderr, never an error."""
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,14 +79,56 @@ def save_scatter(x: torch.Tensor, path, reference: torch.Tensor | None = None, t
     return path
 
 
-def save_samples(x: torch.Tensor, path, spec, nrow: int | None = None) -> Path:
-    """Save samples according to the data kind: image grid (PNG) or 2-D scatter (PNG)."""
-    if spec.kind == "image":
+MAX_PAIR_DIMS = 4  # vector samples with more dimensions: pairwise scatters of the first 4
+
+
+def save_pairs(x: torch.Tensor, path, max_dims: int = MAX_PAIR_DIMS, title: str = "") -> Path:
+    """Samples (B, D) as PNG: a histogram for D = 1, else a scatter matrix of the first
+    ``min(D, max_dims)`` coordinates (histograms on the diagonal, pairwise scatters off it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = x.detach().float().cpu().reshape(x.shape[0], -1).numpy()
+    d = p.shape[1]
+    k = max(1, min(d, int(max_dims)))
+    fig, axes = plt.subplots(k, k, figsize=(2.2 * k, 2.2 * k), dpi=100, squeeze=False)
+    for i in range(k):
+        for j in range(k):
+            ax = axes[i][j]
+            if i == j:
+                ax.hist(p[:, i], bins=40, color="C0")
+            else:
+                ax.scatter(p[:, j], p[:, i], s=1, c="C0")
+            if i == k - 1:
+                ax.set_xlabel(f"x{j}")
+            if j == 0:
+                ax.set_ylabel(f"x{i}")
+    fig.suptitle(title or (f"first {k} of {d} dimensions" if d > k else f"{d} dimension{'s' if d > 1 else ''}"))
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def save_samples(x: torch.Tensor, path, spec, nrow: int | None = None) -> Path | None:
+    """Save samples according to the data kind: image grid (PNG), 2-D scatter (PNG), or for
+    vectors of other sizes a histogram (1-D) / pairwise scatter matrix of the first
+    :data:`MAX_PAIR_DIMS` dimensions (PNG). Data with no picture (other kinds) is skipped with
+    one line on stderr and None is returned: pictures are optional, never a crash."""
+    if spec.kind == "image" and x.dim() == 4:
         vr = spec.value_range if spec.discrete is None else (0.0, 1.0) if spec.discrete == "binary" else (0.0, spec.levels - 1)
         return save_image_grid(x, path, value_range=vr, nrow=nrow)
-    if spec.kind == "vector" and x.shape[-1] == 2:
-        return save_scatter(x, path)
-    raise ValueError(f"no picture for {spec.kind} data of shape {tuple(x.shape[1:])}")
+    if spec.kind == "vector" and x.dim() == 2:
+        if x.shape[-1] == 2:
+            return save_scatter(x, path)
+        return save_pairs(x, path)
+    print(f"genzoo: no picture for {spec.kind} data of shape {tuple(x.shape[1:])}; {Path(path).name} not written",
+          file=sys.stderr)
+    return None
 
 
 def _image_range(spec):
