@@ -28,8 +28,9 @@ With std = s sigma, eps_hat = (x - s D) / std and ' = d/dt:
   ``sample_euler``: x <- x + (t_next - t) dx/dt. ``sample_heun``: EDM Algorithm 1 (Heun's
   2nd-order method in t, the correction skipped on the step onto t = 0).
   ``sample_heun_stochastic``: EDM Algorithm 2: gamma = min(S_churn / n, sqrt(2) - 1) when
-  S_tmin <= sigma <= S_tmax, sigma_hat = sigma (1 + gamma), t_hat = t_of_sigma(sigma_hat)
-  (clamped to t_max), x_hat <- x_hat + sqrt(sigma_hat^2 - sigma^2) S_noise z in x_hat = x / s
+  S_tmin <= sigma <= S_tmax (else 0), sigma_hat = sigma (1 + gamma), t_hat = t_of_sigma(sigma_hat)
+  (not clamped: at sigma_max it goes above t_max, as NVlabs' edm_sampler, every process
+  extending past t_max), x_hat <- x_hat + sqrt(sigma_hat^2 - sigma^2) S_noise z in x_hat = x / s
   space, then a Heun step from t_hat.
 * DDIM (Song, Meng & Ermon 2021, eq. 12 / 16), written in x_hat = x / s space, where the
   posterior q(x_hat' | x_hat, x_0) of the process has std sigma' sqrt(sigma^2 - sigma'^2) / sigma:
@@ -179,7 +180,9 @@ def sample_heun_stochastic(denoiser, x, ts, process: Process, *, generator=None,
                            S_noise: float = 1.0):
     """EDM Algorithm 2 (stochastic Heun). S_churn, S_tmin, S_tmax, S_noise as in the paper
     (S_tmin / S_tmax are compared with sigma). S_churn = 0 is :func:`sample_heun`.
-    NFE = 2n - 1."""
+    gamma = min(S_churn / n, sqrt(2) - 1) where S_tmin <= sigma_i <= S_tmax, sigma_hat =
+    sigma_i (1 + gamma), unclamped (NVlabs/edm ``edm_sampler``; tests/test_sampler_golden.py).
+    One noise draw per churning step, in step order. NFE = 2n - 1."""
     cs = _coeff_list(process, _grid(ts))
     n = len(cs) - 1
     gamma0 = min(S_churn / n, math.sqrt(2.0) - 1.0) if S_churn > 0 else 0.0
@@ -187,8 +190,8 @@ def sample_heun_stochastic(denoiser, x, ts, process: Process, *, generator=None,
         c, cn = cs[i], cs[i + 1]
         if gamma0 > 0 and S_tmin <= c.sigma <= S_tmax and math.isfinite(c.sigma) and c.s > 0:
             sig_hat = c.sigma * (1.0 + gamma0)
-            t_hat = min(float(process.t_of_sigma(torch.tensor(sig_hat, dtype=torch.float64))), float(process.t_max))
-            if t_hat > c.t:
+            t_hat = float(process.t_of_sigma(torch.tensor(sig_hat, dtype=torch.float64)))
+            if math.isfinite(t_hat) and t_hat > c.t:
                 ch = _C(process, t_hat)
                 x = (ch.s / c.s) * x + ch.s * math.sqrt(max(ch.sigma ** 2 - c.sigma ** 2, 0.0)) * S_noise * _randn(x, generator)
                 c = ch
