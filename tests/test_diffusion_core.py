@@ -687,3 +687,30 @@ def test_dsm_equals_esm_plus_constant_and_its_optimum_is_the_score():
     se_beta = torch.sqrt(torch.diag(cov_beta)[:, None] * resid.var(0)[None, :])
     want = torch.cat([-Ci.T, (Ci @ m)[None]], 0)
     assert ((beta - want).abs() < 5 * se_beta).all(), (beta, want, se_beta)
+
+
+@pytest.mark.parametrize("t_dist", ["uniform", "logit_normal"])
+def test_flow_matching_training_times_stay_away_from_zero(monkeypatch, t_dist):
+    """t = 0 (U[0, 1) can draw it; sigmoid of a very negative logit underflows to it) made the
+    x0 / v / eps parameterisations divide by std = t = 0: the training times are >= train_eps."""
+    p = make_process("flow", t_dist=t_dist)
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.zeros(a[0], dtype=k.get("dtype") or torch.float32))
+    monkeypatch.setattr(torch, "randn", lambda *a, **k: torch.full(a[0] if isinstance(a[0], tuple) else (a[0],), -1e3,
+                                                                  dtype=k.get("dtype") or torch.float32))
+    t = p.sample_train_t(4)
+    x0 = torch.full((4, 2), 0.5)
+    eps = torch.ones(4, 2)
+
+    def net(x, label, cond=None):
+        return 0.1 * x
+
+    for param in PARAMS:
+        for loss in ("simple", "cfm", "edm"):
+            if loss == "edm":
+                val = diffusion_loss(net, x0, p, param, loss, t=p.sample_train_t(4), noise=eps)
+            else:
+                val = diffusion_loss(net, x0, p, param, loss, noise=eps)
+            assert torch.isfinite(val).all(), (param, loss, val)
+    assert float(t.min()) > 0
+    assert float(t.min()) == pytest.approx(p.train_eps) and p.train_eps == 1e-5
+    assert process_from_dict(p.to_dict()).train_eps == p.train_eps

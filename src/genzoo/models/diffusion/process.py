@@ -509,8 +509,11 @@ class FlowMatching(Process):
     Args:
         t_max: where sampling starts (1.0: pure noise; s(1) = 0, sigma(1) = inf).
         t_min: smallest positive grid time.
-        t_dist: training times, "uniform" (U(0, 1), Lipman et al.) or "logit_normal"
-            (t = sigmoid(m + s z), Esser et al. 2024, with logit_mean, logit_std).
+        t_dist: training times, "uniform" (U(train_eps, t_max), Lipman et al.'s U(0, 1) kept
+            away from 0) or "logit_normal" (t = sigmoid(m + s z) t_max, Esser et al. 2024, with
+            logit_mean, logit_std; clamped below at train_eps).
+        train_eps: the smallest training time (1e-5, as VP / VE): at t = 0 std = t = 0 and the
+            x0, v and eps parameterisations divide by it (inf / NaN losses).
 
     Noise label: 1000 t (diffusers' FlowMatchEulerDiscreteScheduler timestep). Prior
     N(0, ((1 - t_max)^2 + t_max^2) I) = N(0, I) at t_max = 1.
@@ -520,9 +523,12 @@ class FlowMatching(Process):
     prior_data_var = 1.0
 
     def __init__(self, t_max: float = 1.0, t_min: float = 1e-3, t_dist: str = "uniform",
-                 logit_mean: float = 0.0, logit_std: float = 1.0):
+                 logit_mean: float = 0.0, logit_std: float = 1.0, train_eps: float = 1e-5):
         if not 0 < t_min < t_max <= 1:
             raise ConfigError(f"FlowMatching needs 0 < t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+        if not 0 < train_eps < t_max:
+            raise ConfigError(f"FlowMatching needs 0 < train_eps < t_max, got train_eps={train_eps}, t_max={t_max}")
+        self.train_eps = float(train_eps)
         if t_dist not in ("uniform", "logit_normal"):
             raise ConfigError(f"unknown t_dist {t_dist!r}{did_you_mean(t_dist, ('uniform', 'logit_normal'))}; "
                               "valid: uniform, logit_normal")
@@ -541,13 +547,13 @@ class FlowMatching(Process):
 
     def sample_train_t(self, n, generator=None, device=None, dtype=torch.float32):
         if self.t_dist == "uniform":
-            return _uniform(n, generator, device, dtype, 0.0, self.t_max)
+            return _uniform(n, generator, device, dtype, self.train_eps, self.t_max)
         z = torch.randn(n, generator=generator, device=device, dtype=dtype)
-        return torch.sigmoid(self.logit_mean + self.logit_std * z) * self.t_max
+        return (torch.sigmoid(self.logit_mean + self.logit_std * z) * self.t_max).clamp(min=self.train_eps)
 
     def to_dict(self):
         return {"name": self.name, "t_max": self.t_max, "t_min": self.t_min, "t_dist": self.t_dist,
-                "logit_mean": self.logit_mean, "logit_std": self.logit_std}
+                "logit_mean": self.logit_mean, "logit_std": self.logit_std, "train_eps": self.train_eps}
 
 
 # ---------------------------------------------------------------------------------------
