@@ -90,6 +90,52 @@ def test_target_net_is_an_ema_with_warm_up_and_decay_zero_uses_the_current_weigh
         genzoo.build("shortcut", shape=(2,), net="mlp", target_ema_decay=1.0)
 
 
+@pytest.mark.parametrize("decay", [0.999, 0.0])
+def test_bootstrap_targets_come_from_the_network_in_eval_mode(decay):
+    # the authors compute the self-consistency targets with train=False (no dropout): with
+    # dropout 0.5 in train mode two evaluations of the target differed by ~0.4
+    torch.manual_seed(0)
+    m = genzoo.build("shortcut", shape=(2,), net="mlp", hidden=32, depth=2, dropout=0.5, bootstrap_every=2,
+                     target_ema_decay=decay)
+    tnet = m.target_net if decay > 0 else m.net
+    calls = []
+    hook = tnet.register_forward_hook(lambda mod, inp, out: calls.append((mod.training, [a.clone() for a in inp], out.clone())))
+    x = torch.randn(16, 2, generator=gen(1))
+    m.train()
+    with torch.no_grad():  # no EMA update: the two calls see the same weights
+        runs = []
+        for _ in range(2):
+            calls.clear()
+            m.loss(x, generator=gen(2))
+            runs.append(list(calls))
+    hook.remove()
+    assert m.training and m.net.training and m.target_net.training  # the modes are restored
+    for run in runs:
+        targets = run[:2]  # s(x_t, t, d) and s(x'_{t-d}, t - d, d)
+        assert [tr for tr, _, _ in targets] == [False, False]
+        if decay == 0:
+            assert all(tr for tr, _, _ in run[2:])  # the prediction itself keeps dropout
+    for (_, _, a), (_, _, b) in zip(runs[0][:2], runs[1][:2]):
+        assert torch.equal(a, b)  # deterministic for the same generator
+    tnet.eval()
+    with torch.no_grad():
+        for _, inp, out in runs[0][:2]:
+            assert torch.allclose(tnet(*inp), out)  # = the eval-mode network's output
+    tnet.train()
+
+
+def test_loss_moves_a_cpu_generator_to_the_models_device(monkeypatch):
+    from genzoo.models.diffusion import shortcut
+
+    seen = []
+    real = shortcut._on_device
+    monkeypatch.setattr(shortcut, "_on_device", lambda g, dev: (seen.append((g, torch.device(dev))), real(g, dev))[1])
+    m = genzoo.build("shortcut", shape=(2,), net="mlp", hidden=16, depth=1)
+    g = gen(3)
+    m.loss(torch.randn(8, 2), generator=g)
+    assert seen == [(g, torch.device("cpu"))]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("shortcut") / "run"

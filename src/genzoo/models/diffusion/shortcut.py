@@ -15,7 +15,8 @@ Training mixes two targets in every batch:
       s(x_t, t, 2d) -> sg[(s(x_t, t, d) + s(x'_{t-d}, t - d, d)) / 2],   x'_{t-d} = x_t - d s(x_t, t, d),
 
   the two half steps computed with the EMA weights of the network (as the authors' code does
-  with ``bootstrap_ema``; ``target_ema_decay``).
+  with ``bootstrap_ema``; ``target_ema_decay``) in eval mode (no dropout: the authors call the
+  network with ``train=False`` for the targets), the mode restored afterwards.
 
 d takes the eight values 2^j / 128, j = 0..7, embedded by a learned table (the UNet's / MLP's
 class-embedding slot; the authors embed log2 of the step count). Sampling with 1, 2, 4, ..., 128
@@ -32,7 +33,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...registry import register
-from .model import Diffusion, with_precision
+from .model import Diffusion, _on_device, with_precision
 
 LEVELS = 8  # d = 2^j / 128, j = 0 .. 7
 MIN_STEPS, MAX_STEPS = 1, 128
@@ -98,6 +99,7 @@ class Shortcut(Diffusion):
         if self.training and torch.is_grad_enabled():
             self._update_target()
         B, dev, dt = x0.shape[0], x0.device, x0.dtype
+        generator = _on_device(generator, dev)  # a CPU generator for a CUDA model, as Diffusion.loss
         nb = max(1, B // self.bootstrap_every)
         bc = lambda v: v.view(-1, *([1] * (x0.dim() - 1)))  # noqa: E731
         # self-consistency part: d = 2^j / 128 with j in 0..6 (2d <= 1), t = 2d * m, m in 1..1/(2d)
@@ -108,11 +110,17 @@ class Shortcut(Diffusion):
         eps_b = torch.randn(x0[:nb].shape, generator=generator, device=dev, dtype=dt)
         xt_b = self.process.add_noise(x0[:nb], eps_b, t_b)
         target_net = self.target_net if self.target_ema_decay > 0 else self.net
-        with torch.no_grad():
-            s1 = self.velocity(xt_b, t_b, j, target_net)
-            x_mid = xt_b - bc(d) * s1
-            s2 = self.velocity(x_mid, t_b - d, j, target_net)
-            target_b = (s1 + s2) / 2
+        modes = [mod.training for mod in target_net.modules()]
+        target_net.eval()  # deterministic targets: no dropout (the authors' train=False)
+        try:
+            with torch.no_grad():
+                s1 = self.velocity(xt_b, t_b, j, target_net)
+                x_mid = xt_b - bc(d) * s1
+                s2 = self.velocity(x_mid, t_b - d, j, target_net)
+                target_b = (s1 + s2) / 2
+        finally:
+            for mod, mode in zip(target_net.modules(), modes):
+                mod.training = mode
         pred_b = self.velocity(xt_b, t_b, j + 1)
         # flow-matching part at the smallest step size
         x_f = x0[nb:]
