@@ -62,3 +62,95 @@ def test_modes_true_samples_cover_eight_and_radius_is_stated():
         assert c["modes_covered"] == 8, c
         assert c["high_quality"] > 0.97
     assert "minimum distance" in c["protocol"] and c["mode_radius"] < 0.26 * 2 * float(_centres().norm(dim=1)[0]) * math.sin(math.pi / 8)
+
+
+# ------------------------------------------------------------------ A: every evaluation kept, printed first
+FLOW = ["flow_toy", "train.steps=20", "train.ckpt_every=20", "train.num_samples=0", "train.sample_every=0",
+        "train.valid_every=0", "model.couplings=2", "model.hidden=16", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def flow_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("evalcli") / "flow"
+    assert main(["train", *FLOW, "--run-dir", str(d)]) == 0
+    return d
+
+
+def _eval(capsys, *argv):
+    code = main(["eval", *argv, "--no-progress"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_eval_keeps_every_evaluation(flow_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(flow_run, run)
+    (run / "metrics.json").unlink(missing_ok=True)
+    code, out, err = _eval(capsys, str(run), "--metrics", "nll,fid", "--n-samples", "1000")
+    assert code == 0, err
+    full = json.loads(out)  # stdout: exactly the record
+    assert full["sample_metrics"]["n_samples"] == 1000 and "nll" in full and full["key"]
+    code, out, err = _eval(capsys, str(run), "--metrics", "nll", "--split", "train", "--limit", "10")
+    assert code == 0, err
+    small = json.loads(out)
+    assert small["key"] != full["key"] and small["nll"]["num_examples"] == 10
+    store = json.loads((run / "metrics.json").read_text())
+    assert set(store["evaluations"]) == {full["key"], small["key"]}
+    kept = store["evaluations"][full["key"]]
+    assert kept["sample_metrics"]["fid"] == full["sample_metrics"]["fid"] and kept["nll"] == full["nll"]
+    # the top level is the latest evaluation (readers of the one-record file keep working)
+    assert store["latest"] == small["key"] and store["nll"]["num_examples"] == 10
+    # the identical evaluation replaces its own entry only
+    assert _eval(capsys, str(run), "--metrics", "nll", "--split", "train", "--limit", "10")[0] == 0
+    store = json.loads((run / "metrics.json").read_text())
+    assert len(store["evaluations"]) == 2
+    # different seed / options / limit: a new entry each
+    assert _eval(capsys, str(run), "--metrics", "nll", "--split", "train", "--limit", "10", "--seed", "1")[0] == 0
+    assert _eval(capsys, str(run), "--metrics", "nll", "--split", "train", "--limit", "11")[0] == 0
+    assert len(json.loads((run / "metrics.json").read_text())["evaluations"]) == 4
+
+
+def test_eval_keeps_an_older_one_record_file(flow_run, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    old = {"run": "x", "date": "2026-01-01", "split": "test", "nll": {"nll_nats": 1.5}}
+    out.write_text(json.dumps(old))
+    assert _eval(capsys, str(flow_run), "--metrics", "nll", "--limit", "10", "--out", str(out))[0] == 0
+    store = json.loads(out.read_text())
+    assert store["evaluations"]["earlier: 2026-01-01"] == old and len(store["evaluations"]) == 2
+    assert store["nll"]["num_examples"] == 10
+    out.write_text("not json")
+    code, o, err = _eval(capsys, str(flow_run), "--metrics", "nll", "--limit", "10", "--out", str(out))
+    _one_line_error(code, err, "not a genzoo metrics file", "--out")
+    assert json.loads(o)["nll"]["num_examples"] == 10 and out.read_text() == "not json"
+
+
+@pytest.mark.parametrize("errno_name", ["EROFS", "ENOSPC"])
+def test_eval_prints_results_before_a_failed_write(flow_run, tmp_path, capsys, monkeypatch, errno_name):
+    import errno
+
+    import genzoo.eval.runner as runner
+
+    def fail(path, text):
+        raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)), str(path))
+
+    monkeypatch.setattr(runner, "atomic_write_text", fail)
+    code, out, err = _eval(capsys, str(flow_run), "--metrics", "nll", "--limit", "10", "--out", str(tmp_path / "m.json"))
+    _one_line_error(code, err, "printed", "m.json", "--out")
+    assert json.loads(out)["nll"]["num_examples"] == 10
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_eval_in_a_read_only_run_folder(flow_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "ro"
+    shutil.copytree(flow_run, run)
+    run.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        code, out, err = _eval(capsys, str(run), "--metrics", "nll", "--limit", "10")
+        _one_line_error(code, err, "--out")
+        assert json.loads(out)["nll"]["num_examples"] == 10
+    finally:
+        run.chmod(stat.S_IRWXU)

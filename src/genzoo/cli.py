@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--split", default=None, help="valid or test (default test)")
     q.add_argument("--n-samples", type=int, default=None, help="samples for fid/kid/pr (default 10000)")
     q.add_argument("--limit", type=int, default=None, help="evaluate nll on a fixed random subset of N examples")
-    q.add_argument("--out", default=None, help="metrics JSON path (default RUN_DIR/metrics.json)")
+    q.add_argument("--out", default=None, help="metrics JSON file (default RUN_DIR/metrics.json); every evaluation is kept "
+                   "in it, keyed by what decides its numbers; use it when RUN_DIR is read-only")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     q.add_argument("--no-progress", action="store_true")
@@ -349,13 +350,23 @@ def cmd_sample(args) -> int:
 
 def cmd_eval(args) -> int:
     from .config import parse_overrides
-    from .eval.runner import evaluate_run
+    from .eval.runner import run_evaluation
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
-    res = evaluate_run(args.run_dir, metrics, split=args.split, n_samples=args.n_samples, nll_limit=args.limit,
-                       log_prob_opts=dict(parse_overrides(args.options)), ema=not args.raw, seed=args.seed,
-                       progress=not args.no_progress, out=args.out)
-    print(json.dumps(res, indent=2, default=float))
+    ev = run_evaluation(args.run_dir, metrics, split=args.split, n_samples=args.n_samples, nll_limit=args.limit,
+                        log_prob_opts=dict(parse_overrides(args.options)), ema=not args.raw, seed=args.seed,
+                        progress=not args.no_progress, out=args.out)
+    print(json.dumps(ev.record, indent=2, default=float), flush=True)  # the results first: a failed write loses nothing
+    try:
+        path = ev.write()
+    except OSError as e:
+        where = e.filename or ev.path
+        raise ConfigError(f"the results are printed above but could not be written to {where}: {e.strerror or e}; "
+                          f"pass --out FILE to write them to a writable place (e.g. --out ~/{Path(args.run_dir).name}-metrics.json)"
+                          ) from None
+    except ConfigError as e:
+        raise ConfigError(f"the results are printed above but were not written: {e}") from None
+    print(f"genzoo: evaluation kept in {path} under {ev.record['key']!r}", file=sys.stderr)
     return 0
 
 

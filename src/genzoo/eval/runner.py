@@ -18,6 +18,19 @@
   tokenizers (``tokenize``) the fraction of the codebook used on them and the code perplexity;
   writes RUN_DIR/reconstructions.png.
 * ``modes``: mode coverage of ``n_samples`` samples on the 8-Gaussians toy (:mod:`genzoo.eval.modes`).
+
+Every evaluation is kept. RUN_DIR/metrics.json (or ``out``) holds::
+
+    {"format": "genzoo-evaluations/1", "latest": KEY, "evaluations": {KEY: record, ...}, **record of KEY}
+
+where KEY names what decides the numbers (:func:`evaluation_key`: the metrics, split, weights,
+seed, and where they matter ``n_samples``, the nll ``limit``, the log_prob and sample options
+and the feature extractor). A new evaluation adds its entry; re-running the identical
+evaluation replaces its own entry only. The top-level copy of the latest record keeps readers
+of the older one-record file (``json.load(f)["nll"]``) working; an older one-record file found
+at the path is kept under ``evaluations`` as ``"earlier: DATE"``. Results are computed first and
+written afterwards (:meth:`Evaluation.write`, atomic), so ``genzoo eval`` prints them before a
+write can fail.
 """
 from __future__ import annotations
 
@@ -59,10 +72,95 @@ def draw_samples(model, n: int, *, batch_size: int = 500, seed: int = 0, progres
     return torch.cat(out)
 
 
-def evaluate_run(run_dir, metrics=None, *, split: str | None = None, n_samples: int | None = None,
-                 nll_limit: int | None = None, log_prob_opts: dict | None = None, sample_opts: dict | None = None,
-                 ema: bool = True, seed: int = 0, progress: bool = True, out: str | Path | None = None) -> dict:
-    """Compute ``metrics`` for a run folder; writes RUN_DIR/metrics.json (or ``out``) and returns the dict."""
+STORE_FORMAT = "genzoo-evaluations/1"
+SAMPLE_METRICS = ("fid", "kid", "pr", "modes")  # the metrics that draw samples from the model
+
+
+def _canon(v) -> str:
+    return json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def evaluation_key(fields: dict) -> str:
+    """A readable, canonical key of an evaluation from the fields that decide its numbers.
+
+    ``fields``: metrics (list), split, weights (e.g. "ema@2000"), seed, and optionally n_samples,
+    limit, log_prob (dict), sample (dict), extractor. Example:
+    ``metrics=fid,nll split=test weights=ema@2000 seed=0 limit=all log_prob={"k":100} n_samples=10000 sample={} extractor=mnist``.
+    """
+    parts = []
+    for k, v in fields.items():
+        if isinstance(v, (list, tuple)):
+            v = ",".join(str(x) for x in v)
+        elif isinstance(v, dict):
+            v = _canon(v)
+        parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+def read_evaluations(path) -> dict:
+    """The evaluations stored at ``path`` (a metrics.json): {KEY: record}. An older one-record file
+    gives {"earlier: DATE": record}; a missing file gives {}. A file that is not a genzoo metrics
+    file raises ConfigError."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} exists but is not a genzoo metrics file ({type(e).__name__}: {e}); move it away "
+                          "or pass --out ANOTHER.json") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} exists but is not a genzoo metrics file (a JSON {type(data).__name__}); move it away "
+                          "or pass --out ANOTHER.json")
+    if isinstance(data.get("evaluations"), dict):
+        return dict(data["evaluations"])
+    if any(k in data for k in ("nll", "sample_metrics", "probe", "recon", "modes")):
+        return {data.get("key") or f"earlier: {data.get('date', 'undated')}": data}
+    if not data:
+        return {}
+    raise ConfigError(f"{path} exists but is not a genzoo metrics file (keys: {', '.join(list(data)[:6])}); move it away "
+                      "or pass --out ANOTHER.json")
+
+
+class Evaluation:
+    """A computed evaluation that has not been written yet.
+
+    ``record``: the results (JSON-able dict, with its ``key``); ``path``: the metrics file it goes
+    to; :meth:`write` merges it into that file (atomically, keeping every other evaluation) and
+    writes the pictures of probe/recon, and returns the path.
+    """
+
+    def __init__(self, record: dict, path: Path, pending: list | None = None):
+        self.record = record
+        self.path = Path(path)
+        self.pending = list(pending or [])  # callables that write the pictures
+
+    def write(self) -> Path:
+        evals = read_evaluations(self.path)
+        key = self.record["key"]
+        evals[key] = self.record
+        store = {"format": STORE_FORMAT, "latest": key, "evaluations": evals}
+        store.update({k: v for k, v in self.record.items() if k not in store})
+        atomic_write_text(self.path, json.dumps(store, indent=2, default=float))
+        for fn in self.pending:
+            fn()
+        self.pending = []
+        return self.path
+
+
+def evaluate_run(run_dir, metrics=None, *, out: str | Path | None = None, **kw) -> dict:
+    """Compute ``metrics`` for a run folder (:func:`run_evaluation`), add the evaluation to
+    RUN_DIR/metrics.json (or ``out``) and return its record plus ``written_to``."""
+    ev = run_evaluation(run_dir, metrics, out=out, **kw)
+    path = ev.write()
+    return {**ev.record, "written_to": str(path)}
+
+
+def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples: int | None = None,
+                   nll_limit: int | None = None, log_prob_opts: dict | None = None, sample_opts: dict | None = None,
+                   ema: bool = True, seed: int = 0, progress: bool = True, out: str | Path | None = None) -> Evaluation:
+    """Compute ``metrics`` for a run folder and return the :class:`Evaluation`; nothing is written
+    until its ``write()`` (pictures included)."""
     from . import evaluate_nll, fid_floor, sample_metrics
 
     model, cfg, spec = load_run(run_dir, ema=ema)
@@ -103,11 +201,15 @@ def evaluate_run(run_dir, metrics=None, *, split: str | None = None, n_samples: 
             train = load_data(cfg["data"], "train").tensor(seed=seed + 1, limit=real.shape[0])
             res["sample_metrics"]["fid_floor"] = fid_floor(real, train, spec=data.spec)
             res["sample_metrics"]["fid_floor_protocol"] = f"FID({split} split, train split), {real.shape[0]} images each, same features"
+    folder = Path(out).parent if out else Path(run_dir)
+    pending = []
     if "probe" in metrics:
         from .probe import linear_probe
 
         res["probe"] = linear_probe(model, load_data(cfg["data"], "train"), data, seed=seed)
-        res["probe"]["pictures"] = _encoder_pictures(model, data, Path(out).parent if out else Path(run_dir), seed)
+        res["probe"]["pictures"] = _encoder_picture_paths(model, data, folder)
+        if res["probe"]["pictures"]:
+            pending.append(lambda: _encoder_pictures(model, data, folder, seed))
     if "recon" in metrics:
         res["recon"] = reconstruction_metrics(model, data, n=n_samples, seed=seed, progress=progress)
         if data.spec.kind == "image":
@@ -115,17 +217,34 @@ def evaluate_run(run_dir, metrics=None, *, split: str | None = None, n_samples: 
 
             x = data.tensor(seed=seed, limit=16)
             pairs = torch.stack([x.float(), _reconstruct(model, x).float().cpu()], 1).reshape(-1, *x.shape[1:])
-            path = (Path(out).parent if out else Path(run_dir)) / "reconstructions.png"
-            res["recon"]["picture"] = str(save_image_grid(pairs, path, value_range=_image_range(data.spec), nrow=8))
+            path = folder / "reconstructions.png"
+            res["recon"]["picture"] = str(path)
+            pending.append(lambda: save_image_grid(pairs, path, value_range=_image_range(data.spec), nrow=8))
     if "modes" in metrics:
         from .modes import coverage_for
 
         fake = draw_samples(model, n_samples, seed=seed, progress=progress, **s_opts)
         res["modes"] = coverage_for(data.spec, fake)
-    path = Path(out) if out else Path(run_dir) / "metrics.json"
-    atomic_write_text(path, json.dumps(res, indent=2, default=float))
-    res["written_to"] = str(path)
-    return res
+    lf = model.loaded_from
+    fields: dict = {"metrics": sorted(metrics), "split": split,
+                    "weights": f"{lf['weights']}@{lf['step']}" + ("-best" if "best_valid_loss" in lf else ""), "seed": seed}
+    if "nll" in metrics:
+        fields["limit"] = nll_limit or "all"
+        fields["log_prob"] = lp_opts
+    if any(m in metrics for m in SAMPLE_METRICS + ("recon",)):
+        fields["n_samples"] = n_samples
+    if any(m in metrics for m in SAMPLE_METRICS):
+        fields["sample"] = s_opts
+    res["key"] = evaluation_key(fields)
+    res["key_fields"] = fields
+    return Evaluation(res, Path(out) if out else Path(run_dir) / "metrics.json", pending)
+
+
+def _encoder_picture_paths(model, data, folder: Path) -> list[str]:
+    """The pictures :func:`_encoder_pictures` will write (none for models that cannot decode)."""
+    if not callable(getattr(model, "decode", None)) or data.spec.kind != "image":
+        return []
+    return [str(folder / "reconstructions.png"), str(folder / "interpolations.png")]
 
 
 @torch.no_grad()
