@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("overrides", nargs="*", metavar="key=value", help="training overrides for the new run, e.g. train.steps=2000")
     q.add_argument("--pairs", type=int, default=50000, help="number of (x0, z) pairs to generate (default 50000)")
     q.add_argument("--ode-steps", type=int, default=100, help="steps of the ODE sampler that makes the pairs (default 100)")
-    q.add_argument("--sampler", default="euler", help="deterministic sampler for the pairs: euler (default), heun, dpmpp_2m")
+    q.add_argument("--sampler", default="euler", help="deterministic sampler for the pairs: euler (default), heun, dpmpp_2m, ode_adaptive, ddim")
     q.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
                    help="network precision while making the pairs (bf16: autocast, about twice as fast on CPUs with "
                         "AVX-512 bf16 but several times slower on AVX2-only CPUs; auto: bf16 only where it is fast)")

@@ -27,8 +27,10 @@ Papers and what is taken from each
 Shapes and units
 ----------------
 ``UNet.forward(x, noise_label, cond=None)``: x (B, C, H, W); ``noise_label`` (B,) or a
-scalar, the network's time input c_noise (whatever the preconditioning passes: 999 t for
-DDPM, ln(sigma)/4 for EDM, t for flow matching); ``cond`` (B,) int64 class indices in
+scalar, the network's time input c_noise (whatever the preconditioning passes, i.e.
+``process.noise_label(t)``: the DDPM index N t - 1 for discrete VP, 999 t for continuous VP,
+ln(sigma / 2) for VE, ln(sigma) / 4 for EDM and for the "edm" parameterisation of any process,
+1000 t for flow matching); ``cond`` (B,) int64 class indices in
 0..num_classes (num_classes = no label) or None (= no label for every example).
 Returns (B, out_channels, H, W). The output convolution is zero-initialised, so a freshly
 built network outputs exactly 0 (the usual DDPM/ADM/EDM initialisation).

@@ -631,7 +631,9 @@ def time_grid(process: Process, n: int, kind: str = "karras", rho: float | None 
         n: number of steps (intervals).
         kind:
             "uniform": t_i = t_max (1 - i/n).
-            "quadratic": t_i = t_max (1 - i/n)^2 (DDIM's "quadratic", denser near the data).
+            "quadratic": t_i = t_max (1 - i/n)^2 (quadratic in the step index, denser near the
+                data). Not DDIM's ``skip_type="quad"`` grid, int((sqrt(0.8 N) i / (n - 1))^2),
+                which has this shape but starts at 0.8 N.
             "karras": EDM eq. 5 in sigma between sigma(t_max) and sigma(t_min), n points,
                 mapped with t_of_sigma, then 0. Where sigma(t_max) is infinite (flow at t = 1)
                 the grid is t_max, then n - 1 Karras points from sigma = 80, then 0.

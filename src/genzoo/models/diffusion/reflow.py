@@ -40,6 +40,10 @@ def check_reflowable(model) -> None:
                           f"this run's process is {getattr(model, 'process_name', type(model).__name__)!r}")
 
 
+#: the deterministic ODE samplers :func:`generate_pairs` accepts (ddim: eta = 0)
+PAIR_SAMPLERS = ("euler", "heun", "dpmpp_2m", "ode_adaptive", "ddim")
+
+
 @torch.no_grad()
 def generate_pairs(model, n: int, *, steps: int = 100, sampler: str = "euler", batch_size: int = 500,
                    seed: int = 0, progress: bool = False, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,8 +51,8 @@ def generate_pairs(model, n: int, *, steps: int = 100, sampler: str = "euler", b
     on a uniform grid of ``steps``; ``precision="bf16"`` runs the network under bfloat16 autocast,
     the sampler arithmetic stays float32). Returns float32 CPU tensors of shape (n, *model.shape)."""
     check_reflowable(model)
-    if sampler not in ("euler", "heun", "dpmpp_2m", "ode_adaptive", "ddim"):
-        raise ConfigError(f"reflow pairs need a deterministic ODE sampler (euler, heun, dpmpp_2m, ode_adaptive), got {sampler!r}")
+    if sampler not in PAIR_SAMPLERS:
+        raise ConfigError(f"reflow pairs need a deterministic ODE sampler ({', '.join(PAIR_SAMPLERS)}), got {sampler!r}")
     from tqdm.auto import tqdm
 
     D = model.denoiser(precision=precision)
