@@ -154,3 +154,92 @@ def test_eval_in_a_read_only_run_folder(flow_run, tmp_path, capsys):
         assert json.loads(out)["nll"]["num_examples"] == 10
     finally:
         run.chmod(stat.S_IRWXU)
+
+
+# ------------------------------------------------------------------ B: options reach the samples; --extractor
+DIFF = ["diffusion_toy", "train.steps=20", "train.ckpt_every=20", "train.num_samples=0", "train.sample_every=0",
+        "train.valid_every=0", "model.hidden=16", "model.depth=1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def diff_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("evalcli") / "diff"
+    assert main(["train", *DIFF, "--run-dir", str(d)]) == 0
+    return d
+
+
+def test_eval_sampling_options_reach_every_sample_metric(diff_run, tmp_path, capsys, monkeypatch):
+    import genzoo.eval.runner as runner
+
+    seen = []
+    real_draw = runner.draw_samples
+
+    def spy(model, n, **kw):
+        seen.append({k: v for k, v in kw.items() if k not in ("seed", "progress", "batch_size")})
+        return real_draw(model, n, **kw)
+
+    monkeypatch.setattr(runner, "draw_samples", spy)
+    out = str(tmp_path / "m.json")
+    code, o, err = _eval(capsys, str(diff_run), "--metrics", "fid,pr", "--n-samples", "1000", "--out", out,
+                         "sampler=euler", "steps=2")
+    assert code == 0, err
+    res = json.loads(o)
+    assert seen and all(s["sampler"] == "euler" and s["steps"] == 2 for s in seen), seen
+    assert res["sample_metrics"]["sample_options"]["sampler"] == "euler" and res["sample_metrics"]["sample_options"]["steps"] == 2
+    assert 'sample={' in res["key"] and '"steps":2' in res["key"]
+    seen.clear()
+    code, o, err = _eval(capsys, str(diff_run), "--metrics", "nll,fid", "--n-samples", "1000", "--limit", "4", "--out", out,
+                         "sample.steps=3", "log_prob.rtol=0.01")
+    assert code == 0, err
+    res = json.loads(o)
+    assert seen[0]["steps"] == 3 and res["nll"]["log_prob_options"]["rtol"] == 0.01 and "rtol" not in seen[0]
+
+
+def test_eval_refuses_options_that_do_nothing(diff_run, flow_run, capsys):
+    _one_line_error(*_eval(capsys, str(diff_run), "--metrics", "fid", "stesp=2")[::2], "stesp", "sample options", "steps")
+    _one_line_error(*_eval(capsys, str(flow_run), "--metrics", "fid", "extractor=inception")[::2], "extractor", "--extractor")
+    _one_line_error(*_eval(capsys, str(flow_run), "--metrics", "nll", "temperature=0.5")[::2], "temperature", "no effect")
+    _one_line_error(*_eval(capsys, str(flow_run), "--metrics", "fid", "k=5")[::2], "k", "no effect", "nll")
+    _one_line_error(*_eval(capsys, str(flow_run), "--metrics", "fid", "log_prob.temperature=1")[::2], "temperature")
+
+
+def test_eval_extractor_is_a_named_choice(flow_run, tmp_path, capsys):
+    out = str(tmp_path / "m.json")
+    code, o, err = _eval(capsys, str(flow_run), "--metrics", "fid", "--n-samples", "1000", "--extractor", "raw", "--out", out)
+    assert code == 0, err
+    res = json.loads(o)
+    assert res["sample_metrics"]["extractor"] == "raw" and "extractor=raw" in res["key"]
+    _one_line_error(*_eval(capsys, str(flow_run), "--metrics", "fid", "--extractor", "incepton")[::2],
+                    "incepton", "inception", "mnist", "raw")
+    _one_line_error(*_eval(capsys, str(flow_run), "--metrics", "fid", "--extractor", str(tmp_path / "no.safetensors"))[::2],
+                    "not found")
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        _one_line_error(*_eval(capsys, str(flow_run), "--metrics", "fid", "--extractor", "inception")[::2], "torch-fidelity")
+    # a feature-net FILE of the MNISTFeatureNet architecture: named by file and content, refused on 2-D points
+    from genzoo.eval.features import MNIST_WEIGHTS, get_extractor
+
+    mine = tmp_path / "net.safetensors"
+    mine.write_bytes(MNIST_WEIGHTS.read_bytes())
+    ext = get_extractor(str(mine))
+    assert ext.name.startswith("file:net.safetensors@") and ext.dim == 128
+    x = torch.rand(6, 1, 28, 28) * 2 - 1
+    assert torch.equal(ext(x), get_extractor("mnist")(x))
+    _one_line_error(*_eval(capsys, str(flow_run), "--metrics", "fid", "--n-samples", "1000", "--extractor", str(mine))[::2],
+                    "28")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("nope")
+    _one_line_error(*_eval(capsys, str(flow_run), "--metrics", "fid", "--extractor", str(bad))[::2], "bad.safetensors")
+
+
+def test_eval_sampling_options_reach_the_modes_samples(flow_run, tmp_path, capsys, monkeypatch):
+    import genzoo.eval.runner as runner
+
+    seen = []
+    real_draw = runner.draw_samples
+    monkeypatch.setattr(runner, "draw_samples", lambda model, n, **kw: seen.append(kw) or real_draw(model, n, **kw))
+    code, o, err = _eval(capsys, str(flow_run), "--metrics", "modes", "--n-samples", "200", "--out", str(tmp_path / "m.json"),
+                         "temperature=0.5")
+    assert code == 0, err
+    assert seen[0]["temperature"] == 0.5 and json.loads(o)["modes"]["num_samples"] == 200

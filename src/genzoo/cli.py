@@ -96,13 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
 
     q = sub.add_parser("eval", help="evaluate a trained run (nll, fid, kid, pr)", formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="log_prob options as key=value, e.g. k=1000 for the IWAE bound of a VAE")
+                       epilog="options as key=value go to log_prob (e.g. k=1000, the IWAE bound of a VAE) and/or to the "
+                       "sampler of fid/kid/pr/modes (e.g. sampler=euler steps=2), by what the model accepts (`genzoo list "
+                       "MODEL`); log_prob.KEY=... / sample.KEY=... name one of the two")
     q.add_argument("run_dir")
-    q.add_argument("options", nargs="*", metavar="key=value", help="model.log_prob options")
+    q.add_argument("options", nargs="*", metavar="key=value", help="model.log_prob and model.sample options")
     q.add_argument("--metrics", default=None, help="comma-separated subset of nll,fid,kid,pr,probe,modes,recon (default: the recipe's eval.metrics)")
     q.add_argument("--split", default=None, help="valid or test (default test)")
     q.add_argument("--n-samples", type=int, default=None, help="samples for fid/kid/pr (default 10000)")
     q.add_argument("--limit", type=int, default=None, help="evaluate nll on a fixed random subset of N examples")
+    q.add_argument("--extractor", default=None, metavar="mnist|inception|raw|FILE",
+                   help="feature network of fid/kid/pr/recon: mnist (genzoo's MNIST classifier), inception (torch-fidelity's "
+                        "Inception-v3), raw (the data itself), or FILE.safetensors (your MNISTFeatureNet weights); default: "
+                        "mnist for MNIST, raw for the 2-D toys and 8x8 digits, required for other data")
     q.add_argument("--out", default=None, help="metrics JSON file (default RUN_DIR/metrics.json); every evaluation is kept "
                    "in it, keyed by what decides its numbers; use it when RUN_DIR is read-only")
     q.add_argument("--seed", type=int, default=0)
@@ -354,8 +360,8 @@ def cmd_eval(args) -> int:
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     ev = run_evaluation(args.run_dir, metrics, split=args.split, n_samples=args.n_samples, nll_limit=args.limit,
-                        log_prob_opts=dict(parse_overrides(args.options)), ema=not args.raw, seed=args.seed,
-                        progress=not args.no_progress, out=args.out)
+                        options=dict(parse_overrides(args.options)), extractor=args.extractor, ema=not args.raw,
+                        seed=args.seed, progress=not args.no_progress, out=args.out)
     print(json.dumps(ev.record, indent=2, default=float), flush=True)  # the results first: a failed write loses nothing
     try:
         path = ev.write()

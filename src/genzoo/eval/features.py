@@ -17,6 +17,10 @@ genzoo metric names the extractor it used (``extractor.name``) and the protocol 
   ``pip install torch-fidelity`` and its weights (downloaded on first use).
 * ``"raw"``: the flattened data itself (8x8 digits, 2-D toy points, vectors).
 * ``"auto"``: ``"mnist"`` for (1, 28, 28) images, ``"raw"`` otherwise.
+* a file ``NET.safetensors``: your own weights of the :class:`MNISTFeatureNet` architecture
+  (e.g. ``scripts/train_feature_net.py --out NET.safetensors``, with its ``NET.json`` beside it
+  for other widths), for (1, 28, 28) images; named ``file:NET.safetensors@SHA256[:12]`` in
+  every result. Other architectures are refused when the weights do not fit.
 
 An extractor is any object with ``name: str``, ``dim: int | None`` and
 ``__call__(x: Tensor) -> Tensor`` returning (B, dim) float64 features on the CPU; it
@@ -89,7 +93,11 @@ def _load_mnist_feature_net_cached(path: str) -> MNISTFeatureNet:
     p = Path(path)
     if not p.exists():
         raise DataError(f"MNIST feature network weights not found at {p}; regenerate them with `python scripts/train_feature_net.py`")
-    state = load_file(str(p))
+    try:
+        state = load_file(str(p))
+    except Exception as e:  # not a safetensors file, truncated, ...
+        raise DataError(f"cannot read feature-net weights {p} ({type(e).__name__}: {e}); it must be a safetensors file "
+                        "of the MNISTFeatureNet architecture") from None
     widths = (16, 32, 64)
     feature_dim = 128
     meta_path = p.with_suffix(".json")
@@ -199,14 +207,19 @@ class MNISTExtractor(_BatchedExtractor):
 
     name = "mnist"
 
-    def __init__(self, value_range: tuple[float, float] = (-1.0, 1.0), batch_size: int = 500, device=None):
+    def __init__(self, value_range: tuple[float, float] = (-1.0, 1.0), batch_size: int = 500, device=None, weights=None):
         lo, hi = float(value_range[0]), float(value_range[1])
         if not hi > lo:
             raise ConfigError(f"value_range must have hi > lo, got {value_range}")
         self.value_range = (lo, hi)
         self.batch_size = int(batch_size)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        net = load_mnist_feature_net()
+        net = load_mnist_feature_net(weights)
+        if weights is not None:  # a user's feature net: named by its file and content
+            import hashlib
+
+            digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:12]
+            self.name = f"file:{Path(weights).name}@{digest}"
         self.net = net if self.device.type == "cpu" else MNISTFeatureNet(net.widths, net.feature_dim).to(self.device).eval()
         if self.device.type != "cpu":
             self.net.load_state_dict(net.state_dict())
@@ -312,7 +325,18 @@ def get_extractor(
             return name
         raise ConfigError(f"extractor must be one of {', '.join(EXTRACTORS)} or an object with .name, .dim and __call__; got {name!r}")
     if name not in EXTRACTORS:
-        raise ConfigError(f"unknown feature extractor {name!r}{did_you_mean(name, EXTRACTORS)}; valid: {', '.join(EXTRACTORS)}")
+        if name.endswith(".safetensors") or Path(name).is_file():
+            if not Path(name).is_file():
+                raise ConfigError(f"feature-net file {name} not found; pass an existing .safetensors file of the "
+                                  f"MNISTFeatureNet architecture, or one of {', '.join(EXTRACTORS)}")
+            if not name.endswith(".safetensors"):
+                raise ConfigError(f"feature-net file {name} is not a .safetensors file; genzoo loads feature nets only "
+                                  "as safetensors weights of the MNISTFeatureNet architecture (never pickles)")
+            vr = tuple(value_range) if value_range is not None else _value_range_of(spec)
+            return MNISTExtractor(vr or (-1.0, 1.0), device=device, weights=name,
+                                  **({"batch_size": batch_size} if batch_size else {}))
+        raise ConfigError(f"unknown feature extractor {name!r}{did_you_mean(name, EXTRACTORS)}; valid: "
+                          f"{', '.join(EXTRACTORS)}, or a feature-net FILE.safetensors")
     if shape is None and spec is not None:
         shape = tuple(spec.shape)
     shape = tuple(int(s) for s in shape) if shape is not None else None

@@ -156,12 +156,60 @@ def evaluate_run(run_dir, metrics=None, *, out: str | Path | None = None, **kw) 
     return {**ev.record, "written_to": str(path)}
 
 
+def split_options(model, options: dict, metrics) -> tuple[dict, dict]:
+    """Route ``key=value`` options to ``log_prob`` or ``sample`` by what the model accepts.
+
+    A bare key goes to every one of the two that accepts it (``model.log_prob_options``,
+    ``model.sample_options``); ``log_prob.KEY`` / ``sample.KEY`` name the one. A key that neither
+    accepts, or one whose metrics were not asked for (a sampling option with ``--metrics nll``),
+    raises a one-line ConfigError. Returns (log_prob options, sample options).
+    """
+    lp_ok, s_ok = tuple(model.log_prob_options), tuple(model.sample_options)
+    name = type(model).__name__
+    lp, so = {}, {}
+    for key, v in (options or {}).items():
+        where, k = (key.split(".", 1) if key.startswith(("log_prob.", "sample.")) else (None, key))
+        in_lp, in_s = k in lp_ok, k in s_ok
+        if where == "log_prob" and not in_lp or where == "sample" and not in_s or not (in_lp or in_s):
+            hint = ""
+            if k == "extractor":
+                hint = "; the feature network is chosen with --extractor mnist|inception|raw|FILE"
+            elif k in ("n_samples", "limit", "split", "seed", "metrics", "device"):
+                hint = f"; use --{k.replace('_', '-')}"
+            raise ConfigError(
+                f"{key!r} is not an option of {name}: log_prob options {', '.join(lp_ok) or '(none)'}; sample options "
+                f"{', '.join(s_ok) or '(none)'}{did_you_mean(k, lp_ok + s_ok)}{hint}")
+        if in_lp and where != "sample":
+            lp[k] = v
+        if in_s and where != "log_prob":
+            so[k] = v
+    sampling = [m for m in metrics if m in SAMPLE_METRICS]
+    lone_s = [k for k in so if k not in lp]
+    lone_lp = [k for k in lp if k not in so]
+    if lone_s and not sampling:
+        raise ConfigError(f"sampling option {lone_s[0]} has no effect on --metrics {','.join(metrics)}; it applies to the "
+                          f"samples of {', '.join(SAMPLE_METRICS)}")
+    if lone_lp and "nll" not in metrics:
+        raise ConfigError(f"log_prob option {lone_lp[0]} has no effect on --metrics {','.join(metrics)}; it applies to nll")
+    return lp, so
+
+
 def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples: int | None = None,
                    nll_limit: int | None = None, log_prob_opts: dict | None = None, sample_opts: dict | None = None,
-                   ema: bool = True, seed: int = 0, progress: bool = True, out: str | Path | None = None) -> Evaluation:
+                   options: dict | None = None, extractor=None, ema: bool = True, seed: int = 0, progress: bool = True,
+                   out: str | Path | None = None) -> Evaluation:
     """Compute ``metrics`` for a run folder and return the :class:`Evaluation`; nothing is written
-    until its ``write()`` (pictures included)."""
+    until its ``write()`` (pictures included).
+
+    ``options``: ``key=value`` options as given on the command line, routed to log_prob and/or
+    sample by :func:`split_options` (``log_prob_opts`` / ``sample_opts`` give them directly).
+    Sample options reach the samples of every sample metric (fid, kid, pr, modes).
+    ``extractor``: the feature network of fid/kid/pr/recon: "mnist", "inception", "raw", a
+    feature-net .safetensors file, or None/"auto" (the data set's default,
+    :func:`genzoo.eval.features.get_extractor`).
+    """
     from . import evaluate_nll, fid_floor, sample_metrics
+    from .features import get_extractor
 
     model, cfg, spec = load_run(run_dir, ema=ema)
     ev = cfg.get("eval", {})
@@ -169,6 +217,9 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
     for m in metrics:
         if m not in VALID_METRICS:
             raise ConfigError(f"unknown metric {m!r}{did_you_mean(m, VALID_METRICS)}; valid metrics: {', '.join(VALID_METRICS)}")
+    o_lp, o_s = split_options(model, options, metrics)
+    log_prob_opts = {**(log_prob_opts or {}), **o_lp}
+    sample_opts = {**(sample_opts or {}), **o_s}
     split = split or ev.get("split", "test")
     n_samples = int(n_samples or ev.get("n_samples", 10000))
     nll_limit = nll_limit if nll_limit is not None else ev.get("nll_limit", 0)
@@ -177,7 +228,12 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
     s_opts = dict(cfg.get("sample") or {})
     s_opts.update(ev.get("sample") or {})
     s_opts.update(sample_opts or {})
+    if any(m in metrics for m in SAMPLE_METRICS):
+        model.check_options(s_opts, model.sample_options)
     data = load_data(cfg["data"], split)
+    ext = None
+    if any(m in metrics for m in ("fid", "kid", "pr", "recon")):
+        ext = get_extractor(extractor or "auto", data.spec)
     res: dict = {
         "run": str(run_dir),
         "model": cfg["model"],
@@ -195,11 +251,11 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
     if sm:
         fake = draw_samples(model, n_samples, seed=seed, progress=progress, **s_opts)
         real = data.tensor(seed=seed, limit=n_samples)
-        res["sample_metrics"] = sample_metrics(fake, real, metrics=sm, spec=data.spec)
+        res["sample_metrics"] = sample_metrics(fake, real, metrics=sm, extractor=ext, spec=data.spec)
         res["sample_metrics"].update({"n_samples": n_samples, "n_real": int(real.shape[0]), "sample_options": s_opts})
         if "fid" in sm:
             train = load_data(cfg["data"], "train").tensor(seed=seed + 1, limit=real.shape[0])
-            res["sample_metrics"]["fid_floor"] = fid_floor(real, train, spec=data.spec)
+            res["sample_metrics"]["fid_floor"] = fid_floor(real, train, extractor=ext, spec=data.spec)
             res["sample_metrics"]["fid_floor_protocol"] = f"FID({split} split, train split), {real.shape[0]} images each, same features"
     folder = Path(out).parent if out else Path(run_dir)
     pending = []
@@ -211,7 +267,7 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
         if res["probe"]["pictures"]:
             pending.append(lambda: _encoder_pictures(model, data, folder, seed))
     if "recon" in metrics:
-        res["recon"] = reconstruction_metrics(model, data, n=n_samples, seed=seed, progress=progress)
+        res["recon"] = reconstruction_metrics(model, data, n=n_samples, seed=seed, progress=progress, extractor=ext)
         if data.spec.kind == "image":
             from ..viz import _image_range, save_image_grid
 
@@ -235,6 +291,8 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
         fields["n_samples"] = n_samples
     if any(m in metrics for m in SAMPLE_METRICS):
         fields["sample"] = s_opts
+    if ext is not None:
+        fields["extractor"] = ext.name
     res["key"] = evaluation_key(fields)
     res["key_fields"] = fields
     return Evaluation(res, Path(out) if out else Path(run_dir) / "metrics.json", pending)
@@ -270,7 +328,7 @@ def _reconstruct(model, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def reconstruction_metrics(model, data, *, n: int = 10000, seed: int = 0, batch_size: int = 500,
-                           progress: bool = False) -> dict:
+                           progress: bool = False, extractor="auto") -> dict:
     """Reconstruction MSE (per pixel, data units), FID of the reconstructions against the same
     ``n`` evaluation images (and the FID floor), and codebook usage / perplexity for tokenizers."""
     from tqdm.auto import tqdm
@@ -287,7 +345,7 @@ def reconstruction_metrics(model, data, *, n: int = 10000, seed: int = 0, batch_
     rec = torch.cat(recs)
     out: dict = {"n": int(real.shape[0]), "mse": float(((rec - real.float()) ** 2).mean())}
     if data.spec.kind == "image":
-        out["fid"] = sample_metrics(rec, real, metrics=["fid"], spec=data.spec)["fid"]
+        out["fid"] = sample_metrics(rec, real, metrics=["fid"], extractor=extractor, spec=data.spec)["fid"]
         out["fid_protocol"] = f"FID(reconstructions of {real.shape[0]} evaluation images, those images)"
     if codes:
         from ..nn.quantize import codebook_stats
