@@ -334,7 +334,7 @@ def test_a_fresh_run_drops_an_old_best_and_only_keep_best_runs_load_it(tmp_path)
 
     run, _ = train(_made_cfg(40), tmp_path / "r")
     assert latest_checkpoint(run, "best") is not None
-    train(_made_cfg(40, keep_best=False), run)  # a new run in the same folder: the old best/ is not its weights
+    train(_made_cfg(40, keep_best=False), run, overwrite=True)  # a new run replacing the old (asked for): the old best/ is not its weights
     assert not (run / "best").exists()
     assert load_run(run)[0].loaded_from["step"] == 40
     run2, _ = train(_made_cfg(40), tmp_path / "r2")

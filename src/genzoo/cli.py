@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import ConfigError, GenzooError
+from .errors import ConfigError, GenzooError, Interrupted
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,13 +66,21 @@ example:
 """
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="genzoo", description="Deep generative models on one interface: train, sample, evaluate.",
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_MAIN)
-    sub = p.add_subparsers(dest="cmd", parser_class=_Parser, metavar="{list,train,sample,eval,demo}")
+    p.add_argument("--version", action="version", version=f"genzoo {_version()}")
+    sub = p.add_subparsers(dest="cmd", parser_class=_Parser, metavar="{list,train,sample,eval,reflow,demo}")
 
-    q = sub.add_parser("list", help="list models, data sets and recipes (or one model's arguments)")
-    q.add_argument("model", nargs="?", help="show this model's constructor arguments and defaults")
+    q = sub.add_parser("list", help="list models, data sets and recipes (or one model's arguments, or one recipe)")
+    q.add_argument("model", nargs="?", metavar="MODEL_OR_RECIPE",
+                   help="show this model's arguments, options and recipes, or this recipe's settings")
 
     q = sub.add_parser("train", help="train a model", epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("model", nargs="?", help="model name or recipe name (configs/NAME.yaml)")
@@ -81,9 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--run-dir", help="run folder (default runs/MODEL-DATA-TIMESTAMP)")
     q.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or --run-dir) from its newest checkpoint")
+    q.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --run-dir (without it such a folder is refused: nothing is lost unasked)")
     q.add_argument("--data", metavar="PATH", help="train on your own data: a folder of PNG/JPEG images or a .npy/.npz array")
     q.add_argument("--data-root", metavar="DIR", help="folder holding the data files (default: $GENZOO_DATA, then the copies shipped with genzoo)")
-    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.add_argument("--no-progress", action="store_true",
+                   help="no progress bar: a log line every few seconds instead (as when stderr is not a terminal)")
 
     q = sub.add_parser("sample", help="draw samples from a trained run", formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="sampling options as key=value, e.g. temperature=0.8 (see `genzoo list MODEL`)")
@@ -109,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feature network of fid/kid/pr/recon: mnist (genzoo's MNIST classifier), inception (torch-fidelity's "
                         "Inception-v3), raw (the data itself), or FILE.safetensors (your MNISTFeatureNet weights); default: "
                         "mnist for MNIST, raw for the 2-D toys and 8x8 digits, required for other data")
+    q.add_argument("--allow-small", action="store_true",
+                   help="compute fid/kid/pr with fewer than 1000 samples or reference examples (biased; marked small_sets "
+                        "in the result); without it they are refused")
     q.add_argument("--out", default=None, help="metrics JSON file (default RUN_DIR/metrics.json); every evaluation is kept "
                    "in it, keyed by what decides its numbers; use it when RUN_DIR is read-only")
     q.add_argument("--seed", type=int, default=0)
@@ -158,32 +172,25 @@ def _model_or_recipe(name: str) -> dict:
 
 
 def cmd_list(args) -> int:
-    from .config import CONFIG_DIR
-    from .data import list_datasets
-    from .registry import get_entry, list_models
+    from .catalog import CONFIG_DIR, load_catalog, render_list, render_model, render_recipe
 
     if args.model:
-        e = get_entry(args.model)
-        print(f"{e.name}  ({e.family}; likelihood: {e.cls.likelihood})\n  {e.summary}\n  paper: {e.paper}")
-        print("  arguments (model.KEY=VALUE):")
-        for k, v in e.signature_defaults().items():
-            print(f"    {k} = {v!r}")
-        if e.cls.sample_options:
-            print(f"  sample options: {', '.join(e.cls.sample_options)}")
-        if e.cls.log_prob_options:
-            print(f"  log_prob options: {', '.join(e.cls.log_prob_options)}")
+        name = args.model
+        models = load_catalog()["models"]
+        if (CONFIG_DIR / f"{name}.yaml").is_file() and name not in models:
+            print(render_recipe(name))
+            return 0
+        if name not in models and name.replace("-", "_") in models:
+            name = name.replace("-", "_")
+        if name not in models:
+            from .errors import did_you_mean
+
+            recipes = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
+            raise ConfigError(f"{args.model!r} is neither a model nor a recipe{did_you_mean(args.model, list(models) + recipes)}; "
+                              "`genzoo list` lists both")
+        print(render_model(name))
         return 0
-    print("models:")
-    for name, e in list_models().items():
-        print(f"  {name:<16} {e.family:<14} likelihood={e.cls.likelihood:<6} {e.summary}")
-    print("\ndata sets (data.name=...):")
-    for name, info in list_datasets().items():
-        desc = info.get("description", "") if isinstance(info, dict) else getattr(info, "description", "")
-        print(f"  {name:<16} {desc}")
-    print("\nrecipes (genzoo train NAME):")
-    for q in sorted(CONFIG_DIR.glob("*.yaml")):
-        head = q.read_text().splitlines()[0].lstrip("# ").strip() if q.read_text() else ""
-        print(f"  {q.stem:<24} {head}")
+    print(render_list())
     return 0
 
 
@@ -195,11 +202,18 @@ def cmd_train(args) -> int:
     overrides = parse_overrides(args.overrides)
     run_dir = args.run_dir
     if args.resume:
+        # `--resume RUN train.steps=N`: argparse hands the first key=value to the model positional
+        if args.model and "=" in args.model:
+            overrides = parse_overrides([args.model]) + overrides
+            args.model = None
         rd = args.resume if isinstance(args.resume, str) else run_dir
         if rd is None:
             raise ConfigError("--resume needs a run folder: `genzoo train --resume RUN_DIR`")
-        if args.model or args.config:
-            raise ConfigError("--resume takes the model and recipe from RUN_DIR/config.yaml; drop the model name / --config")
+        if args.model or args.config or args.data or args.data_root:
+            raise ConfigError("--resume takes the model, recipe and data from RUN_DIR/config.yaml; drop the model name / "
+                              "--config / --data (only train.* overrides are allowed)")
+        if args.overwrite:
+            raise ConfigError("--resume continues a run and --overwrite replaces it; pass one of them")
         cfg = read_run_config_for_resume(rd, overrides)
         run_dir = rd
     else:
@@ -217,12 +231,12 @@ def cmd_train(args) -> int:
         if args.data_root:
             cfg.setdefault("data", {})["root"] = args.data_root
         cfg = apply_overrides(cfg, overrides)
-        if args.no_progress:
-            cfg.setdefault("train", {})["progress"] = False
-    out_dir, summary = train(cfg, Path(run_dir) if run_dir else None, resume=bool(args.resume))
+    if args.no_progress:  # after the stored config of a resumed run, so the flag always wins
+        cfg.setdefault("train", {})["progress"] = False
+    out_dir, summary = train(cfg, Path(run_dir) if run_dir else None, resume=bool(args.resume), overwrite=args.overwrite)
     print(f"run folder: {out_dir}")
     print(f"samples:    {summary.get('samples')}")
-    print(f"summary:    {json.dumps({k: summary[k] for k in ('steps', 'train_time_s', 'images_per_s', 'precision', 'last_losses')})}")
+    print(f"summary:    {json.dumps({k: summary[k] for k in ('steps', 'stopped_by', 'train_time_s', 'images_per_s', 'precision', 'last_losses')})}")
     if summary.get("best"):
         print(f"best:       step {summary['best']['step']}, validation loss {summary['best']['valid_loss']:.4g} "
               f"(train.keep_best: eval and sample load {out_dir / 'best'})")
@@ -360,8 +374,9 @@ def cmd_eval(args) -> int:
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     ev = run_evaluation(args.run_dir, metrics, split=args.split, n_samples=args.n_samples, nll_limit=args.limit,
-                        options=dict(parse_overrides(args.options)), extractor=args.extractor, ema=not args.raw,
-                        seed=args.seed, progress=not args.no_progress, out=args.out)
+                        options=dict(parse_overrides(args.options)), extractor=args.extractor,
+                        allow_small=args.allow_small, ema=not args.raw, seed=args.seed,
+                        progress=not args.no_progress and sys.stderr.isatty(), out=args.out)
     print(json.dumps(ev.record, indent=2, default=float), flush=True)  # the results first: a failed write loses nothing
     try:
         path = ev.write()
@@ -384,8 +399,9 @@ def cmd_demo(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    args = None
     try:
+        parser = build_parser()
         args, extra = parser.parse_known_args(argv)
         if args.cmd is None:
             parser.print_help()
@@ -399,12 +415,51 @@ def main(argv=None) -> int:
             setattr(args, field, list(getattr(args, field) or []) + extra)
         return {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo,
                 "reflow": cmd_reflow}[args.cmd](args)
+    except Interrupted as e:
+        print(f"genzoo: {e}", file=sys.stderr)
+        return e.exit_code
     except GenzooError as e:
-        print(f"genzoo: error: {e}", file=sys.stderr)
+        print(f"genzoo: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as e:
+        # a model's sample/log_prob refusing an option value (`k=abc`): name the options, not a traceback
+        opts = list(getattr(args, "options", None) or []) if args is not None and args.cmd in ("sample", "eval") else []
+        if not opts:
+            raise
+        print(f"genzoo: error: the options {' '.join(opts)} were refused ({_one_line(e)}); check their values and types "
+              f"(`genzoo list MODEL` lists a model's options)", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `genzoo list | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as e:  # a read-only folder, a full disk, a missing path: the OS's words and what to do
+        print(f"genzoo: error: {_os_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("genzoo: interrupted; a training run continues with `genzoo train --resume RUN_DIR`", file=sys.stderr)
+        print("genzoo: interrupted (nothing was being trained; no run folder changed)" if getattr(args, "cmd", None) != "train"
+              else "genzoo: interrupted before training started; no checkpoint was written", file=sys.stderr)
         return 130
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def _os_error_line(e: OSError) -> str:
+    import errno
+
+    where = f" {e.filename}" if e.filename else ""
+    what = f"cannot write{where}: {e.strerror or e}"
+    if e.errno == errno.ENOSPC:
+        return (f"{what} (the disk is full); free some space and rerun - a training run continues from its last "
+                "complete checkpoint with `genzoo train --resume RUN_DIR`")
+    if e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return f"{what} (the folder is read-only); pick a writable --run-dir / --out"
+    if e.errno == errno.ENOENT:
+        return f"no such file or folder:{where or ' ' + str(e)}; check the path"
+    return f"{_one_line(e)}; check the path and that it is writable"
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ class TrainConfig:
     sample_every: int = 0             # sample grid PNG every N steps; 0 = only at the end
     num_samples: int = 64             # images in a grid
     ckpt_every: int = 500             # checkpoint every N steps (and at the end); 0 = only at the end
-    keep_checkpoints: int = 1         # how many checkpoints to keep on disk
+    keep_checkpoints: int = 2         # how many checkpoints to keep on disk (>= 2 keeps one to fall back to)
     init_from: str = ""               # start from the weights of this run folder / checkpoint (EMA if kept); "" = fresh
     time_budget: float = 0.0          # seconds; stop (and checkpoint) when spent; the lr schedule then
                                       # anneals over whichever ends first, steps or time; 0 = off
@@ -228,6 +228,7 @@ def resolve(cfg: dict) -> dict:
     for name in ("steps", "batch_size"):
         if getattr(train, name) <= 0:
             raise ConfigError(f"train.{name} must be positive, got {getattr(train, name)}")
+    _check_train_ranges(train)
     ev = _dataclass_section(EvalConfig, cfg.get("eval") or {}, "eval")
     return {
         "model": model,
@@ -237,6 +238,35 @@ def resolve(cfg: dict) -> dict:
         "sample": _plain(dict(cfg.get("sample") or {})),
         "eval": _plain(dataclasses.asdict(ev)),
     }
+
+
+#: (field, test, what it must be) for the numeric train settings
+_TRAIN_RANGES = (
+    ("lr", lambda v: v > 0, "a positive number, e.g. 1e-3"),
+    ("time_budget", lambda v: v >= 0, ">= 0 seconds (0 = no budget)"),
+    ("grad_clip", lambda v: v >= 0, ">= 0 (0 = off)"),
+    ("ema_decay", lambda v: 0 <= v < 1, "in [0, 1) (0 = off), e.g. 0.999"),
+    ("weight_decay", lambda v: v >= 0, ">= 0"),
+    ("min_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("max_loss", lambda v: v > 0, "positive"),
+    ("warmup_steps", lambda v: v >= 0, ">= 0"),
+    ("log_every", lambda v: v > 0, "a positive number of steps"),
+    ("sample_every", lambda v: v >= 0, ">= 0 (0 = only at the end)"),
+    ("num_samples", lambda v: v >= 0, ">= 0"),
+    ("ckpt_every", lambda v: v >= 0, ">= 0 (0 = only at the end)"),
+    ("keep_checkpoints", lambda v: v >= 1, ">= 1 (2 or more keeps one to fall back to)"),
+    ("valid_every", lambda v: v >= 0, ">= 0 (0 = off)"),
+    ("valid_batches", lambda v: v > 0, "positive"),
+)
+
+
+def _check_train_ranges(train) -> None:
+    import math
+
+    for name, ok, what in _TRAIN_RANGES:
+        v = getattr(train, name)
+        if isinstance(v, float) and not math.isfinite(v) or not ok(v):
+            raise ConfigError(f"bad value for train.{name}: {v!r}; it must be {what}")
 
 
 def _plain(obj):
@@ -260,7 +290,13 @@ def dump(cfg: dict) -> str:
 
 
 def read_run_config_for_resume(run_dir, overrides: list[tuple[str, object]]) -> dict:
-    """The config of an existing run, with only train.* overrides allowed (e.g. more steps)."""
+    """The config of an existing run, with only train.* overrides allowed (e.g. more steps).
+
+    On resume ``train.steps=N`` is the new total number of steps and ``train.time_budget=S``
+    means S more seconds of training from the checkpoint (stored as the new total, checkpoint
+    time + S, so a later resume of the same run keeps that total). Without a time_budget
+    override a budget-stopped run stays stopped and a killed one finishes its own budget."""
+    from .train.checkpoint import checkpoint_train_time, latest_checkpoint
     from .train.run import read_run_config
 
     cfg = read_run_config(run_dir)
@@ -268,4 +304,17 @@ def read_run_config_for_resume(run_dir, overrides: list[tuple[str, object]]) -> 
         if not k.startswith("train."):
             raise ConfigError(f"--resume only accepts train.* overrides (e.g. train.steps=5000), got {k!r}; "
                               "start a new run to change the model or data")
-    return apply_overrides(cfg, overrides)
+    over = []
+    for k, v in overrides:
+        if k == "train.time_budget":
+            try:
+                extra = float(v)
+            except (TypeError, ValueError):
+                raise ConfigError(f"bad value for train.time_budget: {v!r}; give seconds, e.g. train.time_budget=600") from None
+            if extra < 0 or extra != extra:
+                raise ConfigError(f"train.time_budget must be >= 0 seconds, got {v!r}")
+            ck = latest_checkpoint(run_dir)
+            if extra > 0 and ck is not None:
+                v = checkpoint_train_time(ck) + extra
+        over.append((k, v))
+    return apply_overrides(cfg, over)

@@ -27,6 +27,14 @@ class TrainingDiverged(GenzooError):
     """The loss became NaN/inf or exploded; the last good checkpoint is kept."""
 
 
+class Interrupted(GenzooError):
+    """SIGINT / SIGTERM stopped a command; ``exit_code`` is 130 or 143 (128 + the signal)."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def did_you_mean(name: str, choices) -> str:
     """Return ' (did you mean X?)' for the closest choice, or ''."""
     import difflib

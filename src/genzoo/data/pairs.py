@@ -21,6 +21,11 @@ def save_pairs(path, x: torch.Tensor, z: torch.Tensor, source_data: dict, source
     tmp = path.with_suffix(".tmp")
     save_file({"x": x.contiguous(), "z": z.contiguous()}, str(tmp),
               metadata={"source_data": json.dumps(source_data), "source_spec": json.dumps(source_spec)})
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600 whatever the umask
     tmp.replace(path)
     return path
 

@@ -30,6 +30,33 @@ from ..errors import CheckpointError
 FORMAT_VERSION = 1
 
 
+def _umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The mode a plain ``open()`` gives a new file under the current umask (mkstemp's is always 0600)."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    """The mode ``mkdir`` gives a new folder under the current umask (mkdtemp's is always 0700)."""
+    return 0o777 & ~_umask()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes (recorded in state.json for every tensor file, checked on load)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (temp file in the same folder + fsync + rename)."""
     path = Path(path)
@@ -39,6 +66,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
+            os.fchmod(f.fileno(), file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -111,15 +139,18 @@ def save_checkpoint(ckpt_root: Path, step: int, *, model_state: dict, ema_state:
     final = ckpt_root / name
     tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=f".{name}."))
     try:
+        os.chmod(tmp, dir_mode())
         save_file(_state_tensors(model_state), str(tmp / "model.safetensors"))
         if ema_state is not None:
             save_file(_state_tensors(ema_state), str(tmp / "ema.safetensors"))
         tensors: dict = {}
         tree = flatten_state(extra, "s", tensors)
         save_file(tensors, str(tmp / "state.safetensors"))
-        meta = {"format": FORMAT_VERSION, "step": step, "has_ema": ema_state is not None, "state": tree}
+        files = {f.name: sha256_file(f) for f in sorted(tmp.glob("*.safetensors"))}
+        meta = {"format": FORMAT_VERSION, "step": step, "has_ema": ema_state is not None, "sha256": files, "state": tree}
         (tmp / "state.json").write_text(json.dumps(meta))
         for f in tmp.iterdir():
+            os.chmod(f, file_mode())  # safetensors and mkstemp write 0600 whatever the umask
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         if final.exists():
@@ -160,8 +191,40 @@ def _load_tensors(path: Path) -> dict:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint file {path} is corrupt ({str(e).splitlines()[0]}); "
-                              "delete the checkpoint folder to fall back to an older one, or start a new run") from e
+        hint = fallback_hint(path.parent) if path.parent.name.startswith("step-") else "restore it or start a new run"
+        raise CheckpointError(f"checkpoint file {path} is corrupt ({str(e).splitlines()[0]}); {hint}") from e
+
+
+def _verify(path: Path, meta: dict) -> None:
+    """Check every tensor file against the sha256 that state.json recorded when it was written."""
+    for name, digest in (meta.get("sha256") or {}).items():
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint file {f} is missing; {fallback_hint(path)}")
+        if sha256_file(f) != digest:
+            raise CheckpointError(f"checkpoint file {f} is corrupt (its sha256 differs from the one recorded when it was "
+                                  f"written); {fallback_hint(path)}")
+
+
+def verified(path: Path) -> bool:
+    """Whether checkpoint folder ``path`` is complete and its files match their recorded hashes."""
+    try:
+        meta = json.loads((Path(path) / "state.json").read_text())
+        _verify(Path(path), meta)
+        return all((Path(path) / n).is_file() for n in ("model.safetensors", "state.safetensors"))
+    except (OSError, ValueError, CheckpointError):
+        return False
+
+
+def fallback_hint(path: Path) -> str:
+    """How to fall back from a bad checkpoint folder to the newest older one that verifies."""
+    path = Path(path)
+    older = sorted((p for p in path.parent.glob("step-*") if p.is_dir() and p.name < path.name), reverse=True)
+    good = next((p for p in older if verified(p)), None)
+    if good is None:
+        return "no older checkpoint is kept; restore the file from a backup or start a new run"
+    return (f"the previous good checkpoint is {good}: fall back to it with "
+            f"`rm -r {path} && echo {good.name} > {path.parent / 'LATEST'}`")
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -175,9 +238,10 @@ def load_checkpoint(path: Path) -> dict:
     try:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{meta_path} is corrupt ({e}); delete the checkpoint folder or start a new run") from e
+        raise CheckpointError(f"{meta_path} is corrupt ({e}); {fallback_hint(path)}") from e
     if meta.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format {meta.get('format')}, this genzoo reads {FORMAT_VERSION}")
+    _verify(path, meta)
     tensors = _load_tensors(path / "state.safetensors")
     return {
         "step": meta["step"],
@@ -185,6 +249,18 @@ def load_checkpoint(path: Path) -> dict:
         "ema": _load_tensors(path / "ema.safetensors") if meta.get("has_ema") else None,
         "extra": unflatten_state(meta["state"], tensors),
     }
+
+
+def checkpoint_train_time(path: Path) -> float:
+    """Seconds of training that checkpoint ``path`` records (0.0 if it does not say); reads only state.json."""
+    try:
+        meta = json.loads((Path(path) / "state.json").read_text())
+        for k, v in (meta.get("state") or {}).get("__dict__", []):
+            if k == "train_time_s":
+                return float(v)
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+    return 0.0
 
 
 def load_model_state(model: torch.nn.Module, state: dict, where: str) -> None:

@@ -68,30 +68,50 @@ def prepare(raw_cfg: dict):
     return cfg, train_data, valid_data, model
 
 
-def train(raw_cfg: dict, run_dir: Path | None = None, resume: bool = False) -> tuple[Path, dict]:
-    """Train from a raw recipe dict (or resume ``run_dir``). Returns (run_dir, summary)."""
+def train(raw_cfg: dict, run_dir: Path | None = None, resume: bool = False, overwrite: bool = False) -> tuple[Path, dict]:
+    """Train from a raw recipe dict (or resume ``run_dir``). Returns (run_dir, summary).
+
+    A folder that already holds a run is refused unless ``resume`` (continue it) or
+    ``overwrite`` (replace it); one process at a time writes into a run folder (see runfolder.py)."""
+    import contextlib
+    import os
+
     from .checkpoint import latest_checkpoint
+    from .runfolder import check_not_foreign, check_run_dir, run_lock
     from .trainer import Trainer
 
     cfg, train_data, valid_data, model = prepare(raw_cfg)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    init = train_config(cfg).init_from
-    if init and not (resume and latest_checkpoint(run_dir) is not None):  # a checkpoint, if any, overrides init_from
-        _init_weights(model, init)
-    trainer = Trainer(model, train_data, train_config(cfg), run_dir, valid_data=valid_data, sample_opts=cfg["sample"])
-    if trainer.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", dump(cfg))
-        info = {
-            "genzoo_version": __version__,
-            "data_spec": train_data.spec.to_dict(),
-            "data_description": train_data.spec.describe(),
-            "command": " ".join(sys.argv),
-            "created": _dt.datetime.now().isoformat(timespec="seconds"),
-            "processes": trainer.world,
-        }
-        atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
-    summary = trainer.fit(resume=resume)
+    main = os.environ.get("RANK", "0") == "0"
+    if main and not resume:
+        check_not_foreign(run_dir)
+    with run_lock(run_dir, "genzoo train") if main else contextlib.nullcontext():
+        if main:
+            check_run_dir(run_dir, overwrite=overwrite, resume=resume)
+        init = train_config(cfg).init_from
+        if init and not (resume and latest_checkpoint(run_dir) is not None):  # a checkpoint, if any, overrides init_from
+            _init_weights(model, init)
+        trainer = Trainer(model, train_data, train_config(cfg), run_dir, valid_data=valid_data, sample_opts=cfg["sample"])
+        if trainer.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "config.yaml", dump(cfg))
+            info = {
+                "genzoo_version": __version__,
+                "data_spec": train_data.spec.to_dict(),
+                "data_description": train_data.spec.describe(),
+                "command": " ".join(sys.argv),
+                "created": _dt.datetime.now().isoformat(timespec="seconds"),
+                "processes": trainer.world,
+            }
+            old = run_dir / "run.json"
+            if resume and old.is_file():  # keep when the run was made; say when it was continued
+                with contextlib.suppress(ValueError, OSError, AttributeError, TypeError):
+                    prev = json.loads(old.read_text())
+                    info["created"] = prev.get("created", info["created"])
+                    info["resumed"] = [*prev.get("resumed", []), info.pop("command")]
+                    info["command"] = prev.get("command", "")
+            atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
+        summary = trainer.fit(resume=resume)
     return run_dir, summary
 
 
@@ -124,12 +144,37 @@ def _init_weights(model, source: str) -> None:
 
 
 def read_run_config(run_dir: Path) -> dict:
+    """RUN/config.yaml as a dict; a missing, empty or corrupt file is a ConfigError naming it."""
     p = Path(run_dir) / "config.yaml"
     if not Path(run_dir).is_dir():
         raise ConfigError(f"run folder {run_dir} does not exist; give a folder made by `genzoo train`")
     if not p.is_file():
         raise ConfigError(f"{run_dir} is not a genzoo run folder (no config.yaml)")
-    return yaml.safe_load(p.read_text())
+    try:
+        cfg = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{p} is corrupt ({' '.join(str(e).split())[:120]}); restore the file or "
+                          "start a new run") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), str) or not isinstance(cfg.get("model_args", {}), dict) \
+            or not isinstance(cfg.get("data"), dict):
+        raise ConfigError(f"{p} is empty or not a genzoo run config (it needs model, model_args and data sections); "
+                          "restore the file or start a new run")
+    return cfg
+
+
+def read_run_info(run_dir: Path) -> dict:
+    """RUN/run.json as a dict (its data_spec checked); a missing or corrupt file is a ConfigError naming it."""
+    p = Path(run_dir) / "run.json"
+    if not p.is_file():
+        raise ConfigError(f"{run_dir} has no run.json; it was not written by `genzoo train`")
+    try:
+        info = json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p} is corrupt ({' '.join(str(e).split())[:120]}); restore it or start a new run") from None
+    sd = info.get("data_spec") if isinstance(info, dict) else None
+    if not isinstance(sd, dict) or not isinstance(sd.get("shape"), list) or "value_range" not in sd:
+        raise ConfigError(f"{p} is empty or holds no valid data_spec; restore it or start a new run")
+    return info
 
 
 def load_run(run_dir, *, ema: bool = True, best: bool = True, device: str | torch.device = "cpu"):
@@ -144,14 +189,22 @@ def load_run(run_dir, *, ema: bool = True, best: bool = True, device: str | torc
 
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
-    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else None
-    if info is None:
-        raise ConfigError(f"{run_dir} has no run.json; it was not written by `genzoo train`")
+    info = read_run_info(run_dir)
     sd = dict(info["data_spec"])
-    sd["shape"] = tuple(sd["shape"])
-    sd["value_range"] = tuple(sd["value_range"]) if sd["value_range"] is not None else None
-    spec = DataSpec(**sd)
-    model = build(cfg["model"], **cfg["model_args"])
+    try:
+        sd["shape"] = tuple(sd["shape"])
+        sd["value_range"] = tuple(sd["value_range"]) if sd["value_range"] is not None else None
+        spec = DataSpec(**sd)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{run_dir / 'run.json'} holds a data_spec this genzoo cannot read ({e}); "
+                          "restore the file or start a new run") from None
+    try:
+        model = build(cfg["model"], **cfg["model_args"])
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{run_dir / 'config.yaml'} does not build a {cfg['model']!r} model ({e}); "
+                          "restore the file or start a new run") from None
     path, is_best = run_checkpoint(run_dir, best)
     if path is None:
         raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first (or wait for train.ckpt_every steps)")
@@ -163,3 +216,41 @@ def load_run(run_dir, *, ema: bool = True, best: bool = True, device: str | torc
     if is_best:
         model.loaded_from["best_valid_loss"] = float(ck["extra"]["valid_loss"])
     return model, cfg, spec
+
+
+def resolve_device(device) -> torch.device:
+    """``"auto"`` = CUDA if available, else Apple MPS, else the CPU; a named device must be available."""
+    name = str(device)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA GPU here; use --device auto or cpu")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device {name!r} asked for, but Apple MPS is not available here; use --device auto or cpu")
+    return dev
+
+
+def load_run_api(path, *, device="cpu", weights: str = "ema", best: bool = True):
+    """The trained model of a run folder, in eval mode: ``genzoo.load_run("runs/vae")``.
+
+    Args:
+        path: a run folder written by ``genzoo train``.
+        device: "cpu" (default), "cuda", "mps" or "auto".
+        weights: "ema" (the EMA weights when the run kept them, else the raw ones) or "raw".
+        best: load RUN/best/ (lowest validation loss) when the run keeps it (``train.keep_best``).
+
+    Returns the model; ``model.run_config`` is the run's resolved config, ``model.data_spec`` its
+    DataSpec and ``model.loaded_from`` says which checkpoint and weights were loaded.
+    """
+    if weights not in ("ema", "raw"):
+        raise ConfigError(f"weights must be 'ema' or 'raw', got {weights!r}")
+    model, cfg, spec = load_run(path, ema=weights == "ema", best=best, device=resolve_device(device))
+    model.run_config, model.data_spec = cfg, spec
+    return model

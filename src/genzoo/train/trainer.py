@@ -29,6 +29,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 
 from ..config import PRECISIONS
-from ..errors import ConfigError, DataError, TrainingDiverged
+from ..errors import ConfigError, DataError, Interrupted, TrainingDiverged
 from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, load_model_state, save_checkpoint
 from .ema import EMA
 
@@ -141,6 +142,88 @@ def resolve_precision(precision: str, device: str | None = None) -> str:
     if device == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class ProgressLog:
+    """Readable progress lines: always appended to RUN/train.log; on stderr too when no progress
+    bar is shown (stderr is not a terminal, or ``--no-progress``). A line every ``every`` seconds:
+    ``step 1200/7000 (17%) loss 95.32 | 1234 img/s | 0:01:02 elapsed, ETA 0:05:01``."""
+
+    def __init__(self, path: Path | None, *, to_stderr: bool, total: int, budget: float = 0.0, every: float = 5.0):
+        self.path, self.to_stderr, self.total, self.budget, self.every = path, to_stderr, total, budget, every
+        self._next = time.perf_counter() + every
+
+    def line(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        if self.path is not None:
+            try:
+                with open(self.path, "a") as f:
+                    f.write(f"{stamp} {text}\n")
+            except OSError:  # a log line is never worth a crash; the checkpoint writes report real disk trouble
+                pass
+        if self.to_stderr:
+            print(f"[genzoo {stamp[11:]}] {text}", file=sys.stderr, flush=True)
+
+    def progress(self, step: int, start_step: int, logs: dict, train_time: float, seconds: float, batch: int,
+                 force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now < self._next and step != self.total:
+            return
+        self._next = now + self.every
+        rate = (step - start_step) / max(seconds, 1e-9)
+        left = (self.total - step) / rate if rate > 0 else float("inf")
+        if self.budget > 0:
+            left = min(left, max(0.0, self.budget - train_time))
+        main = logs.get("loss", next(iter(logs.values()), float("nan")) if logs else float("nan"))
+        eta = _clock(left) if math.isfinite(left) else "?"
+        self.line(f"step {step}/{self.total} ({100 * step / max(self.total, 1):.0f}%) loss {main:.4g} | "
+                  f"{rate * batch:.0f} img/s | {_clock(train_time)} trained, ETA {eta}")
+
+
+class _StopOnSignal:
+    """While active (main thread only), SIGINT/SIGTERM set ``signum`` instead of killing the loop at a
+    random point; the trainer then checkpoints the current step and stops. A second signal aborts at once."""
+
+    def __init__(self):
+        self.signum, self._old = None, {}
+
+    def _handler(self, signum, frame):
+        import signal
+
+        if self.signum is not None:  # second Ctrl-C: the user insists
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\ngenzoo: {signal.Signals(signum).name} received: writing a checkpoint at the end of this step "
+              "(signal again to abort without one)", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+        return False
+
 
 class Trainer:
     """Train ``model`` on ``train_data`` with settings ``cfg`` (a TrainConfig), writing to ``run_dir``."""
@@ -293,8 +376,9 @@ class Trainer:
         last = latest_checkpoint(self.run_dir)
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
         raise TrainingDiverged(
-            f"training diverged at step {step}: {what}; {kept}. "
-            "Lower train.lr, set train.grad_clip=1.0 or add train.warmup_steps, then rerun with --resume"
+            f"training diverged at step {step}: {what}; {kept}. Continue from it with a lower learning rate, "
+            f"gradient clipping or a warm-up: `genzoo train --resume {self.run_dir} train.lr={self.cfg.lr / 10:g} "
+            "train.grad_clip=1.0 train.warmup_steps=500`"
         )
 
     def _check_parameters(self, step: int):
@@ -419,16 +503,35 @@ class Trainer:
             except Exception:  # tensorboard not installed
                 self._tb = None
         self.raw_model.train()
-        steps_per = self.player_steps = self.raw_model.player_steps() if self.multi else {"model": 1}
+        self.player_steps = self.raw_model.player_steps() if self.multi else {"model": 1}
         start_step, t_start, t_budget0 = self.step, time.perf_counter(), self.train_time
         pbar = None
-        if self.is_main and cfg.progress:
+        if self.is_main and cfg.progress and _stderr_is_terminal():
             from tqdm.auto import tqdm
 
             pbar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {type(self.raw_model).__name__}", dynamic_ncols=True)
-        window_t, window_n, last = time.perf_counter(), 0, {}
+        self._log = ProgressLog(self.run_dir / "train.log" if self.is_main else None,
+                                to_stderr=self.is_main and pbar is None, total=cfg.steps, budget=cfg.time_budget)
+        self._log.line(f"{'resuming' if resumed else 'training'} {type(self.raw_model).__name__} in {self.run_dir} "
+                       f"at step {self.step} of {cfg.steps}"
+                       f"{f' (time budget {cfg.time_budget:g} s, {self.train_time:.0f} s spent)' if cfg.time_budget > 0 else ''}; "
+                       f"precision {self.precision}")
         stop_reason = "steps"
-        while self.step < cfg.steps:
+        if cfg.time_budget > 0 and self.train_time >= cfg.time_budget:  # a budget-stopped run, resumed as it was
+            stop_reason = f"time budget {cfg.time_budget:g}s"
+        with _StopOnSignal() as stop:
+            try:
+                stop_reason, last = self._loop(stop, pbar, stop_reason, start_step, t_start, t_budget0)
+            finally:
+                if pbar is not None:
+                    pbar.close()
+        return self._finish(stop_reason, last, resumed, start_step, t_start)
+
+    def _loop(self, stop, pbar, stop_reason, start_step, t_start, t_budget0):
+        cfg = self.cfg
+        steps_per = self.player_steps
+        window_t, window_n, last = time.perf_counter(), 0, {}
+        while self.step < cfg.steps and stop_reason == "steps":
             step = self.step
             torch.manual_seed(derive_seed(cfg.seed, step, self.rank, 0x70C4))
             lr = self._set_lr(step)
@@ -445,6 +548,7 @@ class Trainer:
             self.train_time = t_budget0 + (time.perf_counter() - t_start)
             if pbar is not None:
                 pbar.update(1)
+            self._log.progress(self.step, start_step, logs, self.train_time, time.perf_counter() - t_start, cfg.batch_size)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 now = time.perf_counter()
                 ips = window_n / max(now - window_t, 1e-9)
@@ -470,8 +574,23 @@ class Trainer:
             if budget_out:
                 stop_reason = f"time budget {cfg.time_budget:g}s"
                 break
-        if pbar is not None:
-            pbar.close()
+            if stop.signum is not None:
+                self._interrupted(stop.signum)
+        return stop_reason, last
+
+    def _interrupted(self, signum: int):
+        """SIGINT/SIGTERM: checkpoint the current step atomically, then stop with exit code 128 + signum."""
+        import signal
+
+        last = latest_checkpoint(self.run_dir)
+        path = last if last is not None and last.name == f"step-{self.step:07d}" else self.save()
+        name = signal.Signals(signum).name
+        self._log.line(f"stopped by {name} at step {self.step}; checkpoint {path}")
+        raise Interrupted(f"stopped by {name} at step {self.step}; checkpoint written ({path}); "
+                          f"continue with `genzoo train --resume {self.run_dir}`", 128 + signum)
+
+    def _finish(self, stop_reason, last, resumed, start_step, t_start) -> dict:
+        cfg = self.cfg
         loop_seconds = time.perf_counter() - t_start  # training throughput excludes the final grid below
         if latest_checkpoint(self.run_dir) is None or int(latest_checkpoint(self.run_dir).name.split("-")[1]) != self.step:
             self.save()
