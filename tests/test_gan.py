@@ -243,15 +243,44 @@ def test_bigan_losses_and_players():
             assert out["loss"].item() == pytest.approx(gan_d_loss(tr, tf).item(), rel=1e-5)
             ref = (torch.nn.functional.softplus(tr).mean() + torch.nn.functional.softplus(-tf).mean()).item()
             assert gen["loss"].item() == pytest.approx(ref, rel=1e-5)
-        else:
-            assert gen["loss"].item() == pytest.approx(
-                (tr - tf).mean().item() + 3 * gen["rec_x"].item() + 2 * gen["rec_z"].item(), rel=1e-5)
+        # bigan_qp: both players' losses by hand in test_bigan_qp_losses_hand_computed
         p = m.players()
         ids = {k: {id(q) for q in v} for k, v in p.items()}
         assert not ids["discriminator"] & ids["generator"]
         assert ids["discriminator"] | ids["generator"] == {id(q) for q in m.parameters()}
         assert {id(q) for q in m.encoder.parameters()} <= ids["generator"]
         assert m.encode(x).shape == (6, 4) and m.reconstruct(x).shape == x.shape
+
+
+@pytest.mark.parametrize("qp_norm,lam,rec_x,rec_z", [("l1", 10.0, 3.0, 2.0), ("l2", 4.0, 1.5, 0.5)])
+def test_bigan_qp_losses_hand_computed(qp_norm, lam, rec_x, rec_z):
+    """BiGAN-QP's two players from the module docstring, in float64 numpy on a fixed batch:
+    D = T(x, E(x)) - T(G(z), z), d = d(x, G(z)) + d(E(x), z) per example,
+    L_D = mean(-D + D^2 / (2 lam d)), L_GE = mean(D) + rec_x mean((x - G(E(x)))^2) + rec_z mean((z - E(G(z)))^2)."""
+    m = toy("bigan_qp", qp_norm=qp_norm, lam=lam, rec_x=rec_x, rec_z=rec_z)
+    g = torch.Generator().manual_seed(11)
+    x, z = torch.randn(5, 2, generator=g), torch.randn(5, 4, generator=g)
+    with torch.no_grad():
+        ex, gz = m.encoder(x), m.generator(z)
+        tr, tf = m.score(x, ex), m.score(gz, z)
+        gex, egz = m.generator(ex), m.encoder(gz)
+    n = lambda t: t.double().numpy()  # noqa: E731
+    xn, zn, exn, gzn = n(x), n(z), n(ex), n(gz)
+    D = n(tr) - n(tf)
+    if qp_norm == "l1":
+        d = np.abs(xn - gzn).mean(1) + np.abs(exn - zn).mean(1)
+    else:
+        d = np.sqrt(((xn - gzn) ** 2).mean(1)) + np.sqrt(((exn - zn) ** 2).mean(1))
+    l_d = float(np.mean(-D + D**2 / (2 * lam * d)))
+    r_x, r_z = float(((xn - n(gex)) ** 2).mean()), float(((zn - n(egz)) ** 2).mean())
+    l_g = float(D.mean()) + rec_x * r_x + rec_z * r_z
+    out, gen = m.discriminator_loss(x, z), m.generator_loss(x, z)
+    assert out["loss"].item() == pytest.approx(l_d, rel=1e-5, abs=1e-7)
+    assert out["qp_div"].item() == pytest.approx(-l_d, rel=1e-5, abs=1e-7)
+    assert out["d_mean"].item() == pytest.approx(float(D.mean()), rel=1e-5, abs=1e-7)
+    assert gen["loss"].item() == pytest.approx(l_g, rel=1e-5, abs=1e-7)
+    assert gen["rec_x"].item() == pytest.approx(r_x, rel=1e-5) and gen["rec_z"].item() == pytest.approx(r_z, rel=1e-5)
+    assert gen["d_mean"].item() == pytest.approx(float(D.mean()), rel=1e-5, abs=1e-7)
 
 
 # ------------------------------------------------------------------------- sampling, options, errors
@@ -352,8 +381,11 @@ def test_probe_tiny_cases_and_backends_agree():
     tr, te = _labelled(x[:200], y[:200]), _labelled(x[200:], y[200:])
     res = linear_probe(Identity(), tr, te, n_train=None)
     assert res["accuracy"] > 0.97 and res["n_train"] == 200 and res["n_test"] == 100 and res["feature_dim"] == 5
-    noise = _labelled(torch.randn(300, 5, generator=g), y)
-    assert linear_probe(Identity(), noise, noise, n_train=150, n_test=150, backend="torch")["accuracy"] < 0.6
+    # random features, labels independent of them (disjoint train / test): chance, 1/3 (+- 0.03)
+    noise_tr = _labelled(torch.randn(300, 5, generator=g), torch.randint(0, 3, (300,), generator=g))
+    noise_te = _labelled(torch.randn(300, 5, generator=g), torch.randint(0, 3, (300,), generator=g))
+    acc = linear_probe(Identity(), noise_tr, noise_te, n_train=None, backend="torch")["accuracy"]
+    assert abs(acc - 1 / 3) < 0.1, acc
     # scikit-learn and the torch fallback minimise the same objective
     a = fit_probe(x[:200].double().numpy(), y[:200].numpy(), x[200:].double().numpy(), y[200:].numpy(), backend="torch")
     pytest.importorskip("sklearn")
@@ -384,7 +416,9 @@ def test_probe_on_vae_encoder_mean():
     tr = load_dataset("digits", "train", binarize="dynamic")
     te = load_dataset("digits", "test", binarize="dynamic")
     res = linear_probe(vae, tr, te, n_train=500)
-    assert res["feature_dim"] == 4 and res["n_test"] == len(te) and 0.2 < res["accuracy"] <= 1.0  # random encoder, 10 classes
+    # a random encoder, 10 classes: above chance (0.1 +- 0.02 on 250 test images); 0.20-0.31 over the
+    # evaluation seeds 0-7 (the dynamic binarisation draw is per example since issue 29)
+    assert res["feature_dim"] == 4 and res["n_test"] == len(te) and 0.15 < res["accuracy"] < 0.5
 
 
 # ------------------------------------------------------------------------- the command line
@@ -418,5 +452,7 @@ def test_cli_train_sample_eval_toy_and_probe(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(enc), "--metrics", "probe", "--no-progress"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert 0.0 <= res["probe"]["accuracy"] <= 1.0 and res["probe"]["feature_dim"] == 8
+    # even a barely trained conv encoder's features separate the 10 digit classes far above chance
+    # (0.1): 0.66-0.74 for untrained ones (seeds 0-2); a constant or label-blind encode() gives ~0.1
+    assert res["probe"]["accuracy"] > 0.4 and res["probe"]["feature_dim"] == 8
     assert (enc / "reconstructions.png").is_file() and (enc / "interpolations.png").is_file()
