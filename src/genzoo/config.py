@@ -88,6 +88,8 @@ def _dataclass_section(cls, values: dict, section: str):
                 f"unknown key {section}.{k}{did_you_mean(k, fields)}; valid keys: {', '.join(fields)}"
             )
         d = getattr(defaults, k)
+        if v is None and d is not None:
+            raise ConfigError(f"{section}.{k} has no value (an empty or null YAML value); give one like {d!r}")
         out[k] = v if isinstance(d, dict) else _coerce(f"{section}.{k}", v, d)
     return cls(**out)
 

@@ -61,6 +61,8 @@ def list_models() -> dict[str, ModelEntry]:
 
 def get_entry(name: str) -> ModelEntry:
     _ensure_loaded()
+    if not isinstance(name, str):
+        raise ConfigError(f"the model must be named by a string, got {name!r}; valid models: {', '.join(sorted(_REGISTRY))}")
     if name not in _REGISTRY and isinstance(name, str) and name.replace("-", "_") in _REGISTRY:
         name = name.replace("-", "_")  # `genzoo train vq-prior` = vq_prior
     if name not in _REGISTRY:
@@ -97,7 +99,10 @@ def _coerce(key: str, value, default):
             if isinstance(value, str):
                 import yaml
 
-                value = yaml.safe_load(value)
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    raise ValueError from None
             if not isinstance(value, (list, tuple)):
                 raise ValueError
             return t(value)
@@ -132,5 +137,8 @@ def build(name: str, **overrides):
         return entry.cls(**args)
     except ConfigError:
         raise
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"cannot build model {name!r}: {e}") from e
+    except (ValueError, TypeError, RuntimeError, AssertionError, ZeroDivisionError, IndexError, KeyError) as e:
+        # a constructor refusing its arguments (a negative width, heads that do not divide the width, ...)
+        given = ", ".join(f"{k}={v!r}" for k, v in overrides.items() if k not in ("shape", "vocab_size")) or "the defaults"
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise ConfigError(f"cannot build model {name!r} with {given}: {msg}; see `genzoo list {name}` for its arguments") from e

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -177,8 +178,15 @@ def latest_checkpoint(run_dir: Path, sub: str = "checkpoints") -> Path | None:
     ptr = root / "LATEST"
     if not ptr.is_file():
         return None
-    name = ptr.read_text().strip()
+    try:
+        name = ptr.read_text().strip()
+    except (UnicodeDecodeError, OSError):
+        name = ""
     path = root / name
+    if not re.fullmatch(r"step-\d+", name):
+        kept = sorted(p.name for p in root.glob("step-*") if p.is_dir())
+        fix = f"`echo {kept[-1]} > {ptr}` points it at the newest kept checkpoint" if kept else f"remove {ptr} to start over"
+        raise CheckpointError(f"{ptr} is corrupt (it names no checkpoint folder); {fix}")
     if not path.is_dir():
         raise CheckpointError(f"{ptr} points at {name}, which is missing; the run folder was edited by hand. "
                               f"Remove {ptr} to start over or restore {path}")
