@@ -79,7 +79,7 @@ def test_sample_png_and_npy_reproducible(tiny_run, tmp_path, capsys):
 def test_eval_writes_metrics(tiny_run, tmp_path, capsys):
     out_json = tmp_path / "m.json"
     code, out, _ = run(capsys, "eval", str(tiny_run), "--metrics", "nll,kid", "--limit", "100", "--n-samples", "100",
-                       "--no-progress", "--out", str(out_json), "k=4")
+                       "--allow-small", "--no-progress", "--out", str(out_json), "k=4")  # 100 < 1000: --allow-small
     assert code == 0
     res = json.loads(out_json.read_text())
     assert res["nll"]["num_examples"] == 100 if "num_examples" in res["nll"] else True

@@ -243,3 +243,59 @@ def test_eval_sampling_options_reach_the_modes_samples(flow_run, tmp_path, capsy
                          "temperature=0.5")
     assert code == 0, err
     assert seen[0]["temperature"] == 0.5 and json.loads(o)["modes"]["num_samples"] == 200
+
+
+# ------------------------------------------------------------------ C: no silent FID on your own images
+@pytest.fixture(scope="module")
+def own_image_runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("own")
+    r = np.random.default_rng(0)
+    runs = {}
+    for name, shape in (("rgb", (60, 32, 32, 3)), ("grey", (60, 28, 28))):
+        np.save(base / f"{name}.npy", r.integers(0, 256, shape, dtype=np.uint8))
+        d = base / name
+        assert main(["train", "gan", "--data", str(base / f"{name}.npy"), "model.arch=mlp", "model.hidden=16",
+                     "train.steps=2", "train.batch_size=8", "train.num_samples=0", "train.sample_every=0",
+                     "train.ckpt_every=2", "--no-progress", "--run-dir", str(d)]) == 0
+        runs[name] = d
+    return runs
+
+
+def test_fid_on_your_own_images_needs_a_named_extractor(own_image_runs, capsys):
+    for name in ("rgb", "grey"):  # raw pixels of RGB images; the digit net on 28x28 grey non-digits: both refused
+        _one_line_error(*_eval(capsys, str(own_image_runs[name]), "--metrics", "fid")[::2],
+                        "--extractor", "inception", "mnist", "raw", "array")
+        _one_line_error(*_eval(capsys, str(own_image_runs[name]), "--metrics", "kid,pr")[::2], "--extractor")
+
+
+def test_fid_needs_enough_samples_and_reference_images(own_image_runs, flow_run, capsys):
+    # 6 reference images (the array's test split) against 10,000 samples
+    line = _one_line_error(*_eval(capsys, str(own_image_runs["grey"]), "--metrics", "fid", "--extractor", "mnist")[::2],
+                           "6 reference", "1000", "--allow-small")
+    assert "10000 samples" in line
+    _one_line_error(*_eval(capsys, str(flow_run), "--metrics", "fid", "--n-samples", "100")[::2], "100 samples", "1000",
+                    "--allow-small")
+    _one_line_error(*_eval(capsys, str(flow_run), "--metrics", "kid", "--n-samples", "999")[::2], "1000")
+    code, out, err = _eval(capsys, str(own_image_runs["grey"]), "--metrics", "fid", "--extractor", "mnist",
+                           "--allow-small", "--n-samples", "20", "--out", str(own_image_runs["grey"] / "small.json"))
+    assert code == 0, err
+    sm = json.loads(out)["sample_metrics"]
+    assert sm["extractor"] == "mnist" and sm["small_sets"] and sm["n_real"] == 6 and sm["min_set_size"] == 1000
+
+
+def test_auto_extractor_only_for_data_it_was_made_for():
+    from genzoo.data.base import DataSpec
+    from genzoo.errors import ConfigError
+    from genzoo.eval.features import get_extractor
+
+    def spec(name, shape, kind="image"):
+        return DataSpec(name, kind, shape)
+
+    assert get_extractor("auto", spec("mnist", (1, 28, 28))).name == "mnist"
+    assert get_extractor("auto", DataSpec("binarized_mnist", "image", (1, 28, 28), value_range=None, discrete="binary")).name == "mnist"
+    assert get_extractor("auto", spec("digits", (1, 8, 8))).name == "raw"
+    assert get_extractor("auto", spec("8gaussians", (2,), "vector")).name == "raw"
+    for name, shape in (("folder", (1, 28, 28)), ("array", (3, 32, 32)), ("array", (5,))):
+        with pytest.raises(ConfigError, match="--extractor"):
+            get_extractor("auto", spec(name, shape, "vector" if len(shape) == 1 else "image"))
+    assert get_extractor("mnist", spec("folder", (1, 28, 28))).name == "mnist"  # named: the user's choice

@@ -16,7 +16,14 @@ genzoo metric names the extractor it used (``extractor.name``) and the protocol 
   ``inception-v3-compat`` extractor, the network of the original TF FID code. Needs
   ``pip install torch-fidelity`` and its weights (downloaded on first use).
 * ``"raw"``: the flattened data itself (8x8 digits, 2-D toy points, vectors).
-* ``"auto"``: ``"mnist"`` for (1, 28, 28) images, ``"raw"`` otherwise.
+* ``"auto"``, given the data set's ``spec``: ``"mnist"`` only for the MNIST data sets genzoo
+  ships (:data:`MNIST_DATASETS`), ``"raw"`` for its 2-D toys and the 8x8 digits
+  (:data:`RAW_DATASETS`: low-dimensional data that are their own features); any other data
+  (your folder of images, your array) has no automatic feature net and ``"auto"`` raises a
+  ConfigError naming the choices, since raw pixels of RGB images or the digit net on other
+  28x28 images give numbers that look like FIDs and mean nothing. Without a spec, ``"auto"``
+  goes by the shape alone (``"mnist"`` for (1, 28, 28), ``"raw"`` otherwise): the caller
+  asserts what the data are.
 * a file ``NET.safetensors``: your own weights of the :class:`MNISTFeatureNet` architecture
   (e.g. ``scripts/train_feature_net.py --out NET.safetensors``, with its ``NET.json`` beside it
   for other widths), for (1, 28, 28) images; named ``file:NET.safetensors@SHA256[:12]`` in
@@ -43,6 +50,31 @@ MNIST_WEIGHTS = ASSETS / "mnist_features.safetensors"
 MNIST_METADATA = ASSETS / "mnist_features.json"
 
 EXTRACTORS = ("auto", "mnist", "inception", "raw")
+#: the data sets whose images the shipped MNIST feature net was trained for
+MNIST_DATASETS = ("mnist", "binarized_mnist")
+#: shipped low-dimensional data sets whose values are their own features (``"auto"`` -> ``"raw"``)
+RAW_DATASETS = ("digits", "moons", "8gaussians", "checkerboard", "swissroll", "spirals")  # + every genzoo.data.toys.TOYS
+
+
+def auto_extractor_name(spec=None, shape: tuple | None = None) -> str:
+    """What ``extractor="auto"`` means for a data set (see the module docstring); ConfigError when
+    genzoo has no feature net made for it."""
+    if spec is not None:
+        from ..data.toys import TOYS
+
+        shp = "x".join(str(int(s)) for s in spec.shape)
+        if spec.name in MNIST_DATASETS and tuple(spec.shape) == (1, 28, 28):
+            return "mnist"
+        if spec.name in RAW_DATASETS or spec.name in TOYS:
+            return "raw"
+        raise ConfigError(
+            f"no feature network is chosen automatically for data set {spec.name!r} ({spec.kind}, {shp}): genzoo's mnist "
+            "net is made for MNIST digits only and raw values are rarely meaningful features; choose one with --extractor: "
+            "inception (natural images, needs torch-fidelity), mnist (28x28 grey digit-like images), raw "
+            "(low-dimensional data), or FILE.safetensors (your MNISTFeatureNet weights)")
+    if shape is None:
+        raise ConfigError("extractor='auto' needs the data's shape: pass spec=DataSpec or shape=(C, H, W)")
+    return "mnist" if tuple(shape) in ((1, 28, 28), (28, 28)) else "raw"
 
 
 class MNISTFeatureNet(nn.Module):
@@ -310,7 +342,8 @@ def get_extractor(
     """Build a feature extractor by name.
 
     Args:
-        name: "auto" | "mnist" | "inception" | "raw", or an extractor object (returned as is).
+        name: "auto" | "mnist" | "inception" | "raw", a feature-net FILE.safetensors, or an extractor
+            object (returned as is). "auto": see :func:`auto_extractor_name`.
         spec: the data set's :class:`~genzoo.data.base.DataSpec`; gives the value range
             (binary {0,1} and [0,1] -> 2x - 1 for the mnist net; [-1,1] as is) and, for
             "auto", the per-example shape.
@@ -341,9 +374,7 @@ def get_extractor(
         shape = tuple(spec.shape)
     shape = tuple(int(s) for s in shape) if shape is not None else None
     if name == "auto":
-        if shape is None:
-            raise ConfigError("extractor='auto' needs the data's shape: pass spec=DataSpec or shape=(C, H, W)")
-        name = "mnist" if shape in ((1, 28, 28), (28, 28)) else "raw"
+        name = auto_extractor_name(spec, shape)
     vr = tuple(value_range) if value_range is not None else _value_range_of(spec)
     if name == "raw":
         dim = None

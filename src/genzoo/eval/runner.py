@@ -73,6 +73,11 @@ def draw_samples(model, n: int, *, batch_size: int = 500, seed: int = 0, progres
 
 
 STORE_FORMAT = "genzoo-evaluations/1"
+#: fewest model samples and fewest reference images that fid, kid, pr (and recon's FID) accept without
+#: ``allow_small``: FID is biased upwards by O(dim / N) and its floor rises with it (MNIST features: the
+#: FID(test, train) floor is about 0.3 at 10,000 images and several times that at 1,000), so a number
+#: from 5 or 100 images says more about N than about the model.
+MIN_SET_SIZE = 1000
 SAMPLE_METRICS = ("fid", "kid", "pr", "modes")  # the metrics that draw samples from the model
 
 
@@ -196,8 +201,8 @@ def split_options(model, options: dict, metrics) -> tuple[dict, dict]:
 
 def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples: int | None = None,
                    nll_limit: int | None = None, log_prob_opts: dict | None = None, sample_opts: dict | None = None,
-                   options: dict | None = None, extractor=None, ema: bool = True, seed: int = 0, progress: bool = True,
-                   out: str | Path | None = None) -> Evaluation:
+                   options: dict | None = None, extractor=None, allow_small: bool = False, ema: bool = True,
+                   seed: int = 0, progress: bool = True, out: str | Path | None = None) -> Evaluation:
     """Compute ``metrics`` for a run folder and return the :class:`Evaluation`; nothing is written
     until its ``write()`` (pictures included).
 
@@ -206,7 +211,10 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
     Sample options reach the samples of every sample metric (fid, kid, pr, modes).
     ``extractor``: the feature network of fid/kid/pr/recon: "mnist", "inception", "raw", a
     feature-net .safetensors file, or None/"auto" (the data set's default,
-    :func:`genzoo.eval.features.get_extractor`).
+    :func:`genzoo.eval.features.get_extractor`; data without a default need one).
+    ``allow_small``: compute fid/kid/pr with fewer than :data:`MIN_SET_SIZE` samples or reference
+    images (marked ``small_sets`` in the result); without it they are refused, and recon reports
+    no FID.
     """
     from . import evaluate_nll, fid_floor, sample_metrics
     from .features import get_extractor
@@ -231,9 +239,24 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
     if any(m in metrics for m in SAMPLE_METRICS):
         model.check_options(s_opts, model.sample_options)
     data = load_data(cfg["data"], split)
-    ext = None
-    if any(m in metrics for m in ("fid", "kid", "pr", "recon")):
+    ext, ext_note = None, None
+    sm = [m for m in metrics if m in ("fid", "kid", "pr")]
+    if sm:
         ext = get_extractor(extractor or "auto", data.spec)
+        n_real = min(n_samples, len(data))
+        if min(n_samples, n_real) < MIN_SET_SIZE and not allow_small:
+            raise ConfigError(
+                f"{','.join(sm)} from {n_samples} samples against {n_real} reference examples of the {split} split: "
+                f"genzoo asks for at least {MIN_SET_SIZE} of each (FID is biased upwards at small sizes and not comparable "
+                f"across them); pass --n-samples {MIN_SET_SIZE} or more with a split that large, or --allow-small to "
+                "compute it anyway (marked small_sets)")
+    elif "recon" in metrics and data.spec.kind == "image":
+        try:
+            ext = get_extractor(extractor or "auto", data.spec)
+        except ConfigError as e:
+            if extractor:
+                raise
+            ext_note = f"no FID of the reconstructions: {e}"
     res: dict = {
         "run": str(run_dir),
         "model": cfg["model"],
@@ -247,12 +270,16 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
         r = evaluate_nll(model, data, limit=nll_limit or None, seed=seed, progress=progress, **lp_opts)
         r["log_prob_options"] = lp_opts
         res["nll"] = r
-    sm = [m for m in metrics if m in ("fid", "kid", "pr")]
     if sm:
         fake = draw_samples(model, n_samples, seed=seed, progress=progress, **s_opts)
         real = data.tensor(seed=seed, limit=n_samples)
         res["sample_metrics"] = sample_metrics(fake, real, metrics=sm, extractor=ext, spec=data.spec)
-        res["sample_metrics"].update({"n_samples": n_samples, "n_real": int(real.shape[0]), "sample_options": s_opts})
+        res["sample_metrics"].update({"n_samples": n_samples, "n_real": int(real.shape[0]), "sample_options": s_opts,
+                                      "min_set_size": MIN_SET_SIZE})
+        if min(n_samples, real.shape[0]) < MIN_SET_SIZE:
+            res["sample_metrics"]["small_sets"] = True
+            res["sample_metrics"]["warning"] = (f"fewer than {MIN_SET_SIZE} samples or reference examples (--allow-small): "
+                                                "biased, comparable only with numbers at the same sizes")
         if "fid" in sm:
             train = load_data(cfg["data"], "train").tensor(seed=seed + 1, limit=real.shape[0])
             res["sample_metrics"]["fid_floor"] = fid_floor(real, train, extractor=ext, spec=data.spec)
@@ -267,7 +294,10 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
         if res["probe"]["pictures"]:
             pending.append(lambda: _encoder_pictures(model, data, folder, seed))
     if "recon" in metrics:
-        res["recon"] = reconstruction_metrics(model, data, n=n_samples, seed=seed, progress=progress, extractor=ext)
+        res["recon"] = reconstruction_metrics(model, data, n=n_samples, seed=seed, progress=progress, extractor=ext,
+                                              min_set_size=0 if allow_small else MIN_SET_SIZE)
+        if ext_note:
+            res["recon"]["fid_note"] = ext_note
         if data.spec.kind == "image":
             from ..viz import _image_range, save_image_grid
 
@@ -328,9 +358,10 @@ def _reconstruct(model, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def reconstruction_metrics(model, data, *, n: int = 10000, seed: int = 0, batch_size: int = 500,
-                           progress: bool = False, extractor="auto") -> dict:
+                           progress: bool = False, extractor="auto", min_set_size: int = 0) -> dict:
     """Reconstruction MSE (per pixel, data units), FID of the reconstructions against the same
-    ``n`` evaluation images (and the FID floor), and codebook usage / perplexity for tokenizers."""
+    ``n`` evaluation images (and the FID floor), and codebook usage / perplexity for tokenizers.
+    ``extractor=None`` or fewer than ``min_set_size`` images: no FID (``fid_note`` says why)."""
     from tqdm.auto import tqdm
 
     from . import sample_metrics
@@ -344,8 +375,12 @@ def reconstruction_metrics(model, data, *, n: int = 10000, seed: int = 0, batch_
             codes.append(model.tokenize(xb.to(model.device)).cpu())
     rec = torch.cat(recs)
     out: dict = {"n": int(real.shape[0]), "mse": float(((rec - real.float()) ** 2).mean())}
-    if data.spec.kind == "image":
-        out["fid"] = sample_metrics(rec, real, metrics=["fid"], extractor=extractor, spec=data.spec)["fid"]
+    if data.spec.kind == "image" and extractor is not None and real.shape[0] < min_set_size:
+        out["fid_note"] = (f"no FID of the reconstructions: {real.shape[0]} images, fewer than {min_set_size} "
+                           "(pass --n-samples >= that, or --allow-small)")
+    elif data.spec.kind == "image" and extractor is not None:
+        m = sample_metrics(rec, real, metrics=["fid"], extractor=extractor, spec=data.spec)
+        out["fid"], out["extractor"] = m["fid"], m["extractor"]
         out["fid_protocol"] = f"FID(reconstructions of {real.shape[0]} evaluation images, those images)"
     if codes:
         from ..nn.quantize import codebook_stats
