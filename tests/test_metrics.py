@@ -434,3 +434,15 @@ def test_model_noise_is_a_separate_stream_from_data_noise():
         # reproducible: the same seed gives the same model noise
         again = evaluate_nll(NoisyModel(), ds, batch_size=64, seed=seed, progress=False)
         assert again["nll_nats"] == out["nll_nats"]
+
+
+def test_evaluate_nll_docstring_names_options_the_vae_accepts():
+    """The **log_prob_opts example in evaluate_nll's docstring must be an option the VAE takes
+    (it once said num_samples=..., which VAE.log_prob refuses; issue 29)."""
+    import re
+
+    from genzoo.models.vae import VAE
+
+    line = next(l for l in evaluate_nll.__doc__.splitlines() if "**log_prob_opts" in l)
+    named = re.findall(r"``(\w+)=", line)
+    assert named and all(o in VAE.log_prob_options for o in named), (named, VAE.log_prob_options)

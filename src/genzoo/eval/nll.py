@@ -60,7 +60,9 @@ def evaluate_nll(model, dataset, *, batch_size: int = 256, limit: int | None = N
             from the global torch RNG: it is seeded inside a ``torch.random.fork_rng`` block, so
             the caller's RNG state is left untouched (see the module docstring).
         progress: show a tqdm progress bar.
-        **log_prob_opts: passed to ``model.log_prob`` (e.g. ``num_samples=5000`` for IWAE).
+        **log_prob_opts: passed to ``model.log_prob`` (e.g. ``k=5000`` importance samples for the
+            VAE's IWAE bound, the paper's evaluation; options a model does not list in its
+            ``log_prob_options`` are refused with a ConfigError).
     ``log_prob`` is called under ``torch.no_grad()`` with the model in eval mode (its
     training flag is restored afterwards); a model that needs autograd inside log_prob
     (Hutchinson trace estimates) enables it itself with ``torch.enable_grad()``.

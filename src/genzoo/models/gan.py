@@ -67,7 +67,9 @@ Networks (``arch``)
 * ``"auto"``: conv for images with H, W divisible by 4, mlp otherwise.
 * ``spectral_norm=True`` (Miyato et al. 2018) wraps every linear/conv weight of D (and E).
 * The joint BiGAN discriminator: the critic's conv (or MLP) features of x concatenated with
-  z, then LeakyReLU MLP (hidden, hidden) -> 1, as in the BiGAN-QP code.
+  z, a LeakyReLU, then LeakyReLU MLP (hidden, hidden) -> 1: the layout of the BiGAN-QP code,
+  not its parts (the author's x features have batch norm and no biases, [features, z] enters
+  the first dense layer un-rectified, and the head is 1024 wide without biases; docs/gans.md).
 
 EMA of G: the trainer's EMA (``train.ema_decay``) averages the whole model; ``genzoo sample``
 and ``genzoo eval`` use it (``--raw`` for the raw weights). Sampling option ``truncation=t``
@@ -530,7 +532,8 @@ class WGAN(_CriticGAN):
         clip: every critic weight is clipped to [-clip, clip] (paper: 0.01).
         d_steps: critic updates per generator update (paper: n_critic = 5).
         Others: see :class:`AdversarialModel`. The paper trains with RMSProp(5e-5); genzoo's
-        recipes use Adam (one optimiser kind for every player), see docs/gans.md.
+        recipe uses Adam with beta1 = 0 (one optimiser kind for every player), which is not
+        RMSProp: it keeps Adam's bias-corrected beta2 second moment, see docs/gans.md.
     Logged: w1 = E[T(x_r)] - E[T(x_f)], the critic's estimate of K * W1 (K the Lipschitz constant the clipping implies).
     """
 
