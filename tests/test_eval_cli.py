@@ -299,3 +299,48 @@ def test_auto_extractor_only_for_data_it_was_made_for():
         with pytest.raises(ConfigError, match="--extractor"):
             get_extractor("auto", spec(name, shape, "vector" if len(shape) == 1 else "image"))
     assert get_extractor("mnist", spec("folder", (1, 28, 28))).name == "mnist"  # named: the user's choice
+
+
+# ------------------------------------------------------------------ D: --device for sample and eval
+def test_resolve_device_auto_order(monkeypatch):
+    from genzoo.eval.runner import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu" and resolve_device("cpu").type == "cpu"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto").type == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto").type == "cuda"
+
+
+def test_sample_and_eval_take_a_device(flow_run, tmp_path, capsys, monkeypatch):
+    import genzoo.train.run as tr
+    from genzoo.eval.runner import resolve_device
+
+    devices = []
+    real = tr.load_run
+    import genzoo.eval.runner as runner
+
+    spy = lambda *a, **k: devices.append(k.get("device")) or real(*a, **k)  # noqa: E731
+    monkeypatch.setattr(tr, "load_run", spy)  # genzoo sample
+    monkeypatch.setattr(runner, "load_run", spy)  # genzoo eval
+    for dev in ("cpu", "auto"):
+        assert main(["sample", str(flow_run), "--n", "4", "--device", dev, "--out", str(tmp_path / f"{dev}.npy")]) == 0
+        capsys.readouterr()
+        code, out, err = _eval(capsys, str(flow_run), "--metrics", "nll", "--limit", "5", "--device", dev,
+                               "--out", str(tmp_path / "m.json"))
+        assert code == 0, err
+        assert json.loads(out)["device"] == str(resolve_device(dev))
+    assert [str(d) for d in devices] == ["cpu", "cpu", str(resolve_device("auto")), str(resolve_device("auto"))]
+    assert np.array_equal(np.load(tmp_path / "cpu.npy"), np.load(tmp_path / "auto.npy")) or resolve_device("auto").type != "cpu"
+    capsys.readouterr()
+    for cmd in (["sample", str(flow_run), "--n", "4"], ["eval", str(flow_run), "--metrics", "nll", "--limit", "5"]):
+        code = main([*cmd, "--device", "tpu"])
+        _one_line_error(code, capsys.readouterr().err, "unknown device", "auto, cpu, cuda, mps")
+        if not torch.cuda.is_available():
+            code = main([*cmd, "--device", "cuda"])
+            _one_line_error(code, capsys.readouterr().err, "--device cuda", "no cuda device", "--device cpu")
+        if not torch.backends.mps.is_available():
+            code = main([*cmd, "--device", "mps"])
+            _one_line_error(code, capsys.readouterr().err, "--device mps", "not available")

@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                    ".txt for text models (default RUN_DIR/sample.txt; also printed)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
+    q.add_argument("--device", default="cpu", metavar="auto|cpu|cuda|mps", help="where the model runs: auto (cuda if available, else mps, else cpu), cpu (default), cuda[:N], mps")
 
     q = sub.add_parser("eval", help="evaluate a trained run (nll, fid, kid, pr)", formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="options as key=value go to log_prob (e.g. k=1000, the IWAE bound of a VAE) and/or to the "
@@ -127,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "in it, keyed by what decides its numbers; use it when RUN_DIR is read-only")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
+    q.add_argument("--device", default="cpu", metavar="auto|cpu|cuda|mps",
+                   help="where the model and the feature net run: auto (cuda if available, else mps, else cpu), cpu "
+                        "(default), cuda[:N], mps")
     q.add_argument("--no-progress", action="store_true")
 
     q = sub.add_parser("reflow", help="rectified flow: ODE pairs from a trained flow-matching run, then train the next flow on them",
@@ -333,13 +337,13 @@ def cmd_sample(args) -> int:
     import numpy as np
 
     from .config import parse_overrides
-    from .eval.runner import draw_samples
+    from .eval.runner import draw_samples, resolve_device
     from .train.run import load_run
     from .viz import save_samples
 
     if args.n <= 0:
         raise ConfigError(f"--n must be positive, got {args.n}")
-    model, cfg, spec = load_run(args.run_dir, ema=not args.raw)
+    model, cfg, spec = load_run(args.run_dir, ema=not args.raw, device=resolve_device(args.device))
     opts = dict(cfg.get("sample") or {})
     opts.update(dict(parse_overrides(args.options)))
     model.check_options(opts, model.sample_options)
@@ -376,7 +380,7 @@ def cmd_eval(args) -> int:
     ev = run_evaluation(args.run_dir, metrics, split=args.split, n_samples=args.n_samples, nll_limit=args.limit,
                         options=dict(parse_overrides(args.options)), extractor=args.extractor,
                         allow_small=args.allow_small, ema=not args.raw, seed=args.seed,
-                        progress=not args.no_progress and sys.stderr.isatty(), out=args.out)
+                        progress=not args.no_progress and sys.stderr.isatty(), out=args.out, device=args.device)
     print(json.dumps(ev.record, indent=2, default=float), flush=True)  # the results first: a failed write loses nothing
     try:
         path = ev.write()

@@ -54,6 +54,31 @@ def machine_description() -> str:
     return f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {'cuda' if torch.cuda.is_available() else 'cpu'}"
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str | None = "cpu") -> torch.device:
+    """The torch device for ``--device``: "auto" = cuda if available, else mps if available, else
+    cpu; "cpu"; "cuda" / "cuda:N"; "mps". An unavailable device raises a one-line ConfigError."""
+    name = str(name or "cpu").strip().lower()
+    mps_ok = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
+    base, _, idx = name.partition(":")
+    if base not in DEVICES[1:] or (idx and (base != "cuda" or not idx.isdigit())):
+        raise ConfigError(f"unknown device {name!r}{did_you_mean(name, DEVICES)}; valid: {', '.join(DEVICES)} (or cuda:N)")
+    if base == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: no CUDA device is available here (torch.cuda.is_available() is False, "
+                              f"torch {torch.__version__}); use --device cpu or --device auto")
+        if idx and int(idx) >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here; use cuda:0 .. "
+                              f"cuda:{torch.cuda.device_count() - 1} or --device auto")
+    if base == "mps" and not mps_ok:
+        raise ConfigError(f"--device mps: Apple's MPS backend is not available here; use --device cpu or --device auto")
+    return torch.device(name)
+
+
 @torch.no_grad()
 def draw_samples(model, n: int, *, batch_size: int = 500, seed: int = 0, progress: bool = True, **opts) -> torch.Tensor:
     """n samples in chunks, each chunk from its own seeded generator (reproducible)."""
@@ -202,7 +227,7 @@ def split_options(model, options: dict, metrics) -> tuple[dict, dict]:
 def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples: int | None = None,
                    nll_limit: int | None = None, log_prob_opts: dict | None = None, sample_opts: dict | None = None,
                    options: dict | None = None, extractor=None, allow_small: bool = False, ema: bool = True,
-                   seed: int = 0, progress: bool = True, out: str | Path | None = None) -> Evaluation:
+                   seed: int = 0, progress: bool = True, out: str | Path | None = None, device="cpu") -> Evaluation:
     """Compute ``metrics`` for a run folder and return the :class:`Evaluation`; nothing is written
     until its ``write()`` (pictures included).
 
@@ -215,11 +240,13 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
     ``allow_small``: compute fid/kid/pr with fewer than :data:`MIN_SET_SIZE` samples or reference
     images (marked ``small_sets`` in the result); without it they are refused, and recon reports
     no FID.
+    ``device``: where the model and the feature net run (:func:`resolve_device`: auto, cpu, cuda, mps).
     """
     from . import evaluate_nll, fid_floor, sample_metrics
     from .features import get_extractor
 
-    model, cfg, spec = load_run(run_dir, ema=ema)
+    dev = resolve_device(device)
+    model, cfg, spec = load_run(run_dir, ema=ema, device=dev)
     ev = cfg.get("eval", {})
     metrics = list(metrics or ev.get("metrics") or ["nll"])
     for m in metrics:
@@ -242,7 +269,7 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
     ext, ext_note = None, None
     sm = [m for m in metrics if m in ("fid", "kid", "pr")]
     if sm:
-        ext = get_extractor(extractor or "auto", data.spec)
+        ext = get_extractor(extractor or "auto", data.spec, device=dev)
         n_real = min(n_samples, len(data))
         if min(n_samples, n_real) < MIN_SET_SIZE and not allow_small:
             raise ConfigError(
@@ -252,7 +279,7 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
                 "compute it anyway (marked small_sets)")
     elif "recon" in metrics and data.spec.kind == "image":
         try:
-            ext = get_extractor(extractor or "auto", data.spec)
+            ext = get_extractor(extractor or "auto", data.spec, device=dev)
         except ConfigError as e:
             if extractor:
                 raise
@@ -265,6 +292,7 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
         "split": split,
         "date": _dt.date.today().isoformat(),
         "machine": machine_description(),
+        "device": str(dev),
     }
     if "nll" in metrics:
         r = evaluate_nll(model, data, limit=nll_limit or None, seed=seed, progress=progress, **lp_opts)
