@@ -1,5 +1,5 @@
 # genzoo: two commands on a fresh machine.
-#   make demo   install what is missing, then train the demo VAE on MNIST (~3 min on 2 cores)
+#   make demo   install what is missing, then train the demo VAE on MNIST (about 2.5 min on 2 cores)
 #   make test   install what is missing, then run the test suite
 PYTHON ?= python3
 VENV ?= .venv

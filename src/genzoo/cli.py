@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train a one-step generator on the pairs (loss only at t = 1) instead of the next rectified flow")
     q.add_argument("--no-progress", action="store_true")
 
-    q = sub.add_parser("demo", help="train the demo VAE on MNIST (~3 min on 2 cores) and evaluate it")
+    q = sub.add_parser("demo", help="train the demo VAE on MNIST (about 2.5 min on 2 cores) and evaluate it")
     q.add_argument("--run-dir", default="runs/demo")
     q.add_argument("overrides", nargs="*", metavar="key=value")
     return p
