@@ -397,3 +397,19 @@ def test_readme_python_snippet_runs_as_written(tmp_path, monkeypatch):
         assert main(["train", "vae", "model.arch=conv", "train.steps=2", "train.batch_size=8", "train.num_samples=2",
                      "--no-progress", "--run-dir", m.group(1)]) == 0
     exec(compile(block, "README.md", "exec"), {})
+
+
+def test_eval_writing_into_a_locked_run_is_refused_and_out_elsewhere_is_not(tmp_path, capsys):
+    d = train_tiny(tmp_path, 10)
+    capsys.readouterr()
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(d)], stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        line = one_line(*run(capsys, "eval", d, "--metrics", "nll", "--limit", "5")[::2], "in use by", "--out")
+        assert f"process {p.pid}" in line
+        code, out, err = run(capsys, "eval", d, "--metrics", "nll", "--limit", "5", "--out", tmp_path / "m.json")
+        assert code == 0, err
+        assert (tmp_path / "m.json").is_file()
+    finally:
+        p.kill()
+        p.wait()

@@ -66,6 +66,15 @@ example:
 """
 
 
+def _bars(args) -> bool:
+    """Progress bars only on a terminal, and not with --no-progress (log lines replace them)."""
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return tty and not getattr(args, "no_progress", False)
+
+
 def _version() -> str:
     from . import __version__
 
@@ -248,10 +257,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_reflow(args) -> int:
-    from .config import apply_overrides, parse_overrides, read_run_config_for_resume
-    from .models.diffusion.reflow import generate_pairs, load_pairs, one_step_error, save_pairs, straightness
-    from .train.checkpoint import atomic_write_text
-    from .train.run import load_run, train
+    from .train.run import load_run
     from .train.trainer import resolve_precision
 
     src = Path(args.run_dir)
@@ -268,6 +274,19 @@ def cmd_reflow(args) -> int:
         raise ConfigError("--pairs and --ode-steps must be positive")
     coupling = "distill" if args.distill else "paired"
     out = Path(args.out) if args.out else src.parent / (src.name + ("-distill" if args.distill else "-reflow"))
+    from .train.runfolder import check_not_foreign, run_lock
+
+    check_not_foreign(out)
+    with run_lock(out, "genzoo reflow"):  # one writer: the pairs and the new run
+        return _reflow_into(args, src, out, model, cfg, spec, precision, coupling)
+
+
+def _reflow_into(args, src, out, model, cfg, spec, precision, coupling) -> int:
+    from .config import apply_overrides, parse_overrides, read_run_config_for_resume
+    from .models.diffusion.reflow import generate_pairs, load_pairs, one_step_error, save_pairs, straightness
+    from .train.checkpoint import atomic_write_text
+    from .train.run import load_run, train
+
     resuming = (out / "checkpoints").is_dir()
     if resuming and (out / "reflow.json").is_file():
         raise ConfigError(f"{out} already holds a finished {'distillation' if args.distill else 'reflow'} run "
@@ -286,7 +305,7 @@ def cmd_reflow(args) -> int:
             pairs_file.unlink()
     if not pairs_file.is_file():
         t0 = time.perf_counter()
-        x, z = generate_pairs(model, args.pairs, steps=args.ode_steps, sampler=args.sampler, progress=not args.no_progress,
+        x, z = generate_pairs(model, args.pairs, steps=args.ode_steps, sampler=args.sampler, progress=_bars(args),
                               precision=precision)
         source = dict(cfg["data"])
         if source.get("name") == "pairs":  # RUN_DIR is itself a reflow: point at the original data
@@ -347,7 +366,7 @@ def cmd_sample(args) -> int:
     opts = dict(cfg.get("sample") or {})
     opts.update(dict(parse_overrides(args.options)))
     model.check_options(opts, model.sample_options)
-    x = draw_samples(model, args.n, seed=args.seed, progress=args.n > 500, **opts)
+    x = draw_samples(model, args.n, seed=args.seed, progress=args.n > 500 and _bars(None), **opts)
     out = Path(args.out) if args.out else Path(args.run_dir) / ("sample.txt" if spec.kind == "text" else "sample.png")
     if out.suffix == ".txt":
         if spec.kind != "text":
@@ -373,14 +392,20 @@ def cmd_sample(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .config import parse_overrides
-    from .eval.runner import run_evaluation
+    from .eval.runner import run_evaluation, writer_lock
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    with writer_lock(args.run_dir, args.out):
+        return _eval_and_write(args, metrics, run_evaluation)
+
+
+def _eval_and_write(args, metrics, run_evaluation) -> int:
+    from .config import parse_overrides
+
     ev = run_evaluation(args.run_dir, metrics, split=args.split, n_samples=args.n_samples, nll_limit=args.limit,
                         options=dict(parse_overrides(args.options)), extractor=args.extractor,
                         allow_small=args.allow_small, ema=not args.raw, seed=args.seed,
-                        progress=not args.no_progress and sys.stderr.isatty(), out=args.out, device=args.device)
+                        progress=_bars(args), out=args.out, device=args.device)
     print(json.dumps(ev.record, indent=2, default=float), flush=True)  # the results first: a failed write loses nothing
     try:
         path = ev.write()

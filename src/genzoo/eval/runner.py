@@ -34,6 +34,8 @@ write can fail.
 """
 from __future__ import annotations
 
+import contextlib
+
 import datetime as _dt
 import json
 import platform
@@ -43,6 +45,7 @@ import torch
 
 from ..errors import ConfigError, did_you_mean
 from ..train.checkpoint import atomic_write_text
+from ..devices import DEVICES, resolve_device  # noqa: F401  (re-exported: genzoo.eval.runner.resolve_device)
 from ..train.run import load_data, load_run
 
 VALID_METRICS = ("nll", "fid", "kid", "pr", "probe", "modes", "recon")
@@ -54,29 +57,6 @@ def machine_description() -> str:
     return f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {'cuda' if torch.cuda.is_available() else 'cpu'}"
 
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-def resolve_device(name: str | None = "cpu") -> torch.device:
-    """The torch device for ``--device``: "auto" = cuda if available, else mps if available, else
-    cpu; "cpu"; "cuda" / "cuda:N"; "mps". An unavailable device raises a one-line ConfigError."""
-    name = str(name or "cpu").strip().lower()
-    mps_ok = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
-    base, _, idx = name.partition(":")
-    if base not in DEVICES[1:] or (idx and (base != "cuda" or not idx.isdigit())):
-        raise ConfigError(f"unknown device {name!r}{did_you_mean(name, DEVICES)}; valid: {', '.join(DEVICES)} (or cuda:N)")
-    if base == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: no CUDA device is available here (torch.cuda.is_available() is False, "
-                              f"torch {torch.__version__}); use --device cpu or --device auto")
-        if idx and int(idx) >= torch.cuda.device_count():
-            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here; use cuda:0 .. "
-                              f"cuda:{torch.cuda.device_count() - 1} or --device auto")
-    if base == "mps" and not mps_ok:
-        raise ConfigError(f"--device mps: Apple's MPS backend is not available here; use --device cpu or --device auto")
-    return torch.device(name)
 
 
 @torch.no_grad()
@@ -178,11 +158,40 @@ class Evaluation:
         return self.path
 
 
+@contextlib.contextmanager
+def writer_lock(run_dir, out=None):
+    """Hold the run folder's one-writer lock (see genzoo.train.runfolder) while an evaluation
+    that writes into it runs, so it cannot interleave with a training or another eval there.
+    An evaluation written elsewhere (``out`` outside the folder) takes no lock; a read-only
+    folder (where no lock file can be made) is evaluated without one: nothing can be written there."""
+    from ..train.runfolder import run_lock
+
+    run_dir = Path(run_dir)
+    target = Path(out) if out else run_dir / "metrics.json"
+    inside = run_dir.is_dir() and target.resolve().parent.is_relative_to(run_dir.resolve())
+    if not inside:
+        yield
+        return
+    try:
+        lock = run_lock(run_dir, "genzoo eval")
+        lock.__enter__()
+    except OSError:  # read-only folder: compute and print; the write will report the problem
+        yield
+        return
+    except ConfigError as e:
+        raise ConfigError(f"{e} (or pass --out FILE to evaluate it without writing into the folder)") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
 def evaluate_run(run_dir, metrics=None, *, out: str | Path | None = None, **kw) -> dict:
     """Compute ``metrics`` for a run folder (:func:`run_evaluation`), add the evaluation to
     RUN_DIR/metrics.json (or ``out``) and return its record plus ``written_to``."""
-    ev = run_evaluation(run_dir, metrics, out=out, **kw)
-    path = ev.write()
+    with writer_lock(run_dir, out):
+        ev = run_evaluation(run_dir, metrics, out=out, **kw)
+        path = ev.write()
     return {**ev.record, "written_to": str(path)}
 
 

@@ -218,25 +218,6 @@ def load_run(run_dir, *, ema: bool = True, best: bool = True, device: str | torc
     return model, cfg, spec
 
 
-def resolve_device(device) -> torch.device:
-    """``"auto"`` = CUDA if available, else Apple MPS, else the CPU; a named device must be available."""
-    name = str(device)
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA GPU here; use --device auto or cpu")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError(f"device {name!r} asked for, but Apple MPS is not available here; use --device auto or cpu")
-    return dev
-
-
 def load_run_api(path, *, device="cpu", weights: str = "ema", best: bool = True):
     """The trained model of a run folder, in eval mode: ``genzoo.load_run("runs/vae")``.
 
@@ -251,6 +232,8 @@ def load_run_api(path, *, device="cpu", weights: str = "ema", best: bool = True)
     """
     if weights not in ("ema", "raw"):
         raise ConfigError(f"weights must be 'ema' or 'raw', got {weights!r}")
+    from ..devices import resolve_device
+
     model, cfg, spec = load_run(path, ema=weights == "ema", best=best, device=resolve_device(device))
     model.run_config, model.data_spec = cfg, spec
     return model
