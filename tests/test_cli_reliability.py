@@ -413,3 +413,19 @@ def test_eval_writing_into_a_locked_run_is_refused_and_out_elsewhere_is_not(tmp_
     finally:
         p.kill()
         p.wait()
+
+
+def test_reflow_into_a_locked_folder_is_refused(tmp_path, capsys):
+    common = ["model.net=mlp", "model.hidden=16", "model.depth=1", "train.batch_size=64", "train.num_samples=0"]
+    rf1, out = tmp_path / "rf1", tmp_path / "rf2"
+    assert main(["train", "diffusion_toy", "train.steps=5", *common, "--run-dir", str(rf1), "--no-progress"]) == 0
+    capsys.readouterr()
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        line = one_line(*run(capsys, "reflow", rf1, "--pairs", "50", "--ode-steps", "2", "--out", out,
+                             "--no-progress", "train.steps=2")[::2], "in use by")
+        assert f"process {p.pid}" in line and not (out / "pairs.safetensors").exists()
+    finally:
+        p.kill()
+        p.wait()
