@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default=None, help="output: .png grid (default RUN_DIR/sample.png), .npy/.npz array, or "
                    ".txt for text models (default RUN_DIR/sample.txt; also printed)")
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="images per sampling call (default: the model's measured chunk, see benchmarks/sampling_speed.py)")
     q.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     q.add_argument("--device", default="cpu", metavar="auto|cpu|cuda|mps", help="where the model runs: auto (cuda if available, else mps, else cpu), cpu (default), cuda[:N], mps")
 
@@ -136,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default=None, help="metrics JSON file (default RUN_DIR/metrics.json); every evaluation is kept "
                    "in it, keyed by what decides its numbers; use it when RUN_DIR is read-only")
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="images per sampling call and examples per log_prob call (default: the model's measured chunks)")
     q.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     q.add_argument("--device", default="cpu", metavar="auto|cpu|cuda|mps",
                    help="where the model and the feature net run: auto (cuda if available, else mps, else cpu), cpu "
@@ -366,7 +370,7 @@ def cmd_sample(args) -> int:
     opts = dict(cfg.get("sample") or {})
     opts.update(dict(parse_overrides(args.options)))
     model.check_options(opts, model.sample_options)
-    x = draw_samples(model, args.n, seed=args.seed, progress=args.n > 500 and _bars(None), **opts)
+    x = draw_samples(model, args.n, batch_size=args.batch_size, seed=args.seed, progress=args.n > 500 and _bars(None), **opts)
     out = Path(args.out) if args.out else Path(args.run_dir) / ("sample.txt" if spec.kind == "text" else "sample.png")
     if out.suffix == ".txt":
         if spec.kind != "text":
@@ -387,7 +391,10 @@ def cmd_sample(args) -> int:
         save_samples(x, out, spec)
     else:
         raise ConfigError(f"--out must end in .png, .npy, .npz or (text) .txt, got {out.name!r}")
-    print(f"wrote {args.n} samples ({model.loaded_from['weights']} weights, step {model.loaded_from['step']}) to {out}")
+    from .eval.runner import sample_precision
+
+    print(f"wrote {args.n} samples ({model.loaded_from['weights']} weights, step {model.loaded_from['step']}, "
+          f"{sample_precision(model, opts, model.device)}) to {out}")
     return 0
 
 
@@ -405,7 +412,7 @@ def _eval_and_write(args, metrics, run_evaluation) -> int:
     ev = run_evaluation(args.run_dir, metrics, split=args.split, n_samples=args.n_samples, nll_limit=args.limit,
                         options=dict(parse_overrides(args.options)), extractor=args.extractor,
                         allow_small=args.allow_small, ema=not args.raw, seed=args.seed,
-                        progress=_bars(args), out=args.out, device=args.device)
+                        progress=_bars(args), out=args.out, device=args.device, batch_size=args.batch_size)
     print(json.dumps(ev.record, indent=2, default=float), flush=True)  # the results first: a failed write loses nothing
     try:
         path = ev.write()
@@ -442,6 +449,8 @@ def main(argv=None) -> int:
             raise ConfigError(f"genzoo {args.cmd}: unrecognized arguments: {' '.join(bad)} (see `genzoo {args.cmd} --help`)")
         if extra:
             setattr(args, field, list(getattr(args, field) or []) + extra)
+        if getattr(args, "batch_size", None) is not None and args.batch_size <= 0:
+            raise ConfigError(f"--batch-size must be a positive number of images, got {args.batch_size}")
         return {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo,
                 "reflow": cmd_reflow}[args.cmd](args)
     except Interrupted as e:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 
 import datetime as _dt
+import time as _time
 import json
 import platform
 from pathlib import Path
@@ -45,7 +46,7 @@ import torch
 
 from ..errors import ConfigError, did_you_mean
 from ..train.checkpoint import atomic_write_text
-from ..devices import DEVICES, resolve_device  # noqa: F401  (re-exported: genzoo.eval.runner.resolve_device)
+from ..devices import resolve_device  # noqa: F401  (re-exported: genzoo.eval.runner.resolve_device)
 from ..train.run import load_data, load_run
 
 VALID_METRICS = ("nll", "fid", "kid", "pr", "probe", "modes", "recon")
@@ -59,18 +60,51 @@ def machine_description() -> str:
 
 
 
+def default_chunk(model) -> int:
+    """Images per ``model.sample`` call when drawing many: the model's measured ``sample_chunk``
+    (benchmarks/sampling_speed.py: the chunk beyond which the cost per image stops falling or
+    rises again, on a 2-core CPU), else 500. ``--batch-size`` on genzoo sample / eval overrides it."""
+    return int(getattr(model, "sample_chunk", 500) or 500)
+
+
+def sample_precision(model, opts: dict, device) -> str:
+    """The precision a model's sample() runs its network in: the resolved ``precision`` option for models
+    that take one (the diffusion family: "auto" by default), else "fp32"."""
+    if "precision" not in getattr(model, "sample_options", ()):
+        return "fp32"
+    from ..train.trainer import resolve_precision
+
+    return resolve_precision(str(opts.get("precision", "auto")), torch.device(device).type)  # draw_samples' default
+
+
+def default_nll_batch(model, eval_batch: int = 256) -> int:
+    """Examples per ``model.log_prob`` call: the model's measured ``log_prob_chunk`` if it has one, else
+    ``eval.batch_size`` (256)."""
+    return int(getattr(model, "log_prob_chunk", 0) or eval_batch)
+
+
 @torch.no_grad()
-def draw_samples(model, n: int, *, batch_size: int = 500, seed: int = 0, progress: bool = True, **opts) -> torch.Tensor:
-    """n samples in chunks, each chunk from its own seeded generator (reproducible)."""
+def draw_samples(model, n: int, *, batch_size: int | None = None, seed: int = 0, progress: bool = True,
+                 **opts) -> torch.Tensor:
+    """n samples in chunks of ``batch_size`` (default :func:`default_chunk`), each chunk from its own
+    seeded generator (reproducible for a given chunk size). A model that takes a ``precision``
+    option (the diffusion family) samples under ``precision="auto"`` unless ``opts`` say otherwise,
+    so genzoo sample / eval follow train.precision's rule; ``model.sample`` itself defaults to fp32."""
     from tqdm.auto import tqdm
 
+    batch_size = int(batch_size or default_chunk(model))
+    if "precision" in getattr(model, "sample_options", ()) and "precision" not in opts:
+        opts["precision"] = "auto"  # genzoo sample / eval: the network in bf16 where it is fast (train.precision's rule)
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be positive, got {batch_size}")
     out = []
     bar = tqdm(total=n, desc="sampling", disable=not progress, dynamic_ncols=True)
-    i = 0
-    while sum(x.shape[0] for x in out) < n:
-        m = min(batch_size, n - sum(x.shape[0] for x in out))
+    i, done = 0, 0
+    while done < n:
+        m = min(batch_size, n - done)
         g = torch.Generator().manual_seed(seed * 1_000_003 + i)
         out.append(model.sample(m, generator=g, **opts).float().cpu())
+        done += m
         bar.update(m)
         i += 1
     bar.close()
@@ -236,7 +270,8 @@ def split_options(model, options: dict, metrics) -> tuple[dict, dict]:
 def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples: int | None = None,
                    nll_limit: int | None = None, log_prob_opts: dict | None = None, sample_opts: dict | None = None,
                    options: dict | None = None, extractor=None, allow_small: bool = False, ema: bool = True,
-                   seed: int = 0, progress: bool = True, out: str | Path | None = None, device="cpu") -> Evaluation:
+                   seed: int = 0, progress: bool = True, out: str | Path | None = None, device="cpu",
+                   batch_size: int | None = None) -> Evaluation:
     """Compute ``metrics`` for a run folder and return the :class:`Evaluation`; nothing is written
     until its ``write()`` (pictures included).
 
@@ -250,6 +285,8 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
     images (marked ``small_sets`` in the result); without it they are refused, and recon reports
     no FID.
     ``device``: where the model and the feature net run (:func:`resolve_device`: auto, cpu, cuda, mps).
+    ``batch_size``: images per sample call and examples per log_prob call (default: the model's
+    measured chunks, :func:`default_chunk` / :func:`default_nll_batch`); recorded in the result.
     """
     from . import evaluate_nll, fid_floor, sample_metrics
     from .features import get_extractor
@@ -304,15 +341,22 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
         "device": str(dev),
     }
     if "nll" in metrics:
-        r = evaluate_nll(model, data, limit=nll_limit or None, seed=seed, progress=progress, **lp_opts)
+        nll_batch = int(batch_size or default_nll_batch(model, int(ev.get("batch_size", 256))))
+        r = evaluate_nll(model, data, batch_size=nll_batch, limit=nll_limit or None, seed=seed, progress=progress, **lp_opts)
         r["log_prob_options"] = lp_opts
+        r["batch_size"] = nll_batch
         res["nll"] = r
     if sm:
-        fake = draw_samples(model, n_samples, seed=seed, progress=progress, **s_opts)
+        chunk = int(batch_size or default_chunk(model))
+        t0 = _time.perf_counter()
+        fake = draw_samples(model, n_samples, batch_size=chunk, seed=seed, progress=progress, **s_opts)
+        sample_s = _time.perf_counter() - t0
         real = data.tensor(seed=seed, limit=n_samples)
         res["sample_metrics"] = sample_metrics(fake, real, metrics=sm, extractor=ext, spec=data.spec)
         res["sample_metrics"].update({"n_samples": n_samples, "n_real": int(real.shape[0]), "sample_options": s_opts,
-                                      "min_set_size": MIN_SET_SIZE})
+                                      "min_set_size": MIN_SET_SIZE, "chunk": chunk,
+                                      "precision": sample_precision(model, s_opts, dev),
+                                      "seconds_per_1000_samples": round(1000 * sample_s / max(n_samples, 1), 2)})
         if min(n_samples, real.shape[0]) < MIN_SET_SIZE:
             res["sample_metrics"]["small_sets"] = True
             res["sample_metrics"]["warning"] = (f"fewer than {MIN_SET_SIZE} samples or reference examples (--allow-small): "
@@ -346,7 +390,7 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
     if "modes" in metrics:
         from .modes import coverage_for
 
-        fake = draw_samples(model, n_samples, seed=seed, progress=progress, **s_opts)
+        fake = draw_samples(model, n_samples, batch_size=batch_size, seed=seed, progress=progress, **s_opts)
         res["modes"] = coverage_for(data.spec, fake)
     lf = model.loaded_from
     fields: dict = {"metrics": sorted(metrics), "split": split,
@@ -358,6 +402,8 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
         fields["n_samples"] = n_samples
     if any(m in metrics for m in SAMPLE_METRICS):
         fields["sample"] = s_opts
+    if batch_size:  # a chunk size other than the default draws other samples
+        fields["batch_size"] = int(batch_size)
     if ext is not None:
         fields["extractor"] = ext.name
     res["key"] = evaluation_key(fields)

@@ -1,0 +1,200 @@
+"""Sampling and ODE-likelihood speed against chunk size, NFE and precision, with the diffusers loop
+in the same run (issue 34).
+
+    python benchmarks/sampling_speed.py                 # every study below
+    python benchmarks/sampling_speed.py --only chunks   # one of: chunks, families, likelihood, peer, cli
+
+Studies (wall seconds per image; user / sys CPU seconds of this process over the same call, from
+getrusage; 2 CPU cores; nothing else running):
+
+* chunks: the flow_matching recipe's network (UNet, 1.2 M parameters) trained for its budget in
+  OUT/sampling_speed/flow_matching, Heun 18 steps (35 NFE), n images drawn in chunks of
+  25 ... 500, in fp32 and under precision=auto; then Euler at 1 ... 128 steps at the default chunk.
+* families: one model of every family that samples, built from its recipe's architecture with
+  untrained weights (a fixed-step sampler's cost does not depend on the weights), against chunk size.
+* likelihood: the probability-flow ODE log_prob (dopri5, Hutchinson) of the trained flow, seconds per
+  image against chunk size (adaptive: the cost depends on the trained weights).
+* peer: diffusers' UNet2DModel (1.1 M parameters, _diffusers_ref.make_unet) + DDIMScheduler loop
+  against genzoo's DDIM / Euler at the same NFE, each at its best chunk, same precision.
+* cli: `genzoo sample RUN --n 1000 sampler=heun steps=18` end to end (the issue's 211 s).
+
+Writes benchmarks/results/sampling_speed.json (one entry per study, with machine and date) and
+prints markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results as R  # noqa: E402
+
+RUN = R.OUT_DIR / "sampling_speed" / "flow_matching"
+RESULT = R.RESULTS_DIR / "sampling_speed.json"
+
+
+def timed(fn):
+    """(result, wall s, user s, sys s) of fn() in this process."""
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    out = fn()
+    t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    return out, t1 - t0, r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+
+
+def ensure_run() -> Path:
+    if not (RUN / "train_summary.json").is_file():
+        R.train_or_resume("sampling_speed", "flow_matching", "flow_matching",
+                          ["train.steps=1000000", "train.time_budget=1800"])
+    return RUN
+
+
+def load_flow():
+    from genzoo.train.run import load_run
+
+    return load_run(ensure_run())[0]
+
+
+def draw(model, n, chunk, **opts):
+    from genzoo.eval.runner import draw_samples
+
+    return draw_samples(model, n, batch_size=chunk, progress=False, **opts)
+
+
+def row(n, chunk, wall, user, sys_, **extra):
+    return {"n": n, "chunk": chunk, "s_per_image": wall / n, "images_per_s": n / wall, "wall_s": wall,
+            "user_s": user, "sys_s": sys_, "sys_over_user": sys_ / max(user, 1e-9), **extra}
+
+
+def study_chunks(n: int) -> dict:
+    model = load_flow()
+    draw(model, 50, 50, sampler="heun", steps=18)  # warm-up
+    rows = []
+    for precision in ("fp32", "auto"):
+        for chunk in (25, 50, 100, 200, 400, 500):
+            _, w, u, s = timed(lambda: draw(model, n, chunk, sampler="heun", steps=18, precision=precision))
+            rows.append(row(n, chunk, w, u, s, sampler="heun", steps=18, nfe=35, precision=precision))
+            print(f"  chunks {precision} {chunk}: {w / n * 1000:.1f} ms/image, sys/user {s / max(u, 1e-9):.2f}", flush=True)
+    from genzoo.eval.runner import default_chunk
+
+    chunk = default_chunk(model)
+    for steps in (1, 2, 4, 8, 16, 32, 64, 128):
+        _, w, u, s = timed(lambda: draw(model, n, chunk, sampler="euler", steps=steps, precision="auto"))
+        rows.append(row(n, chunk, w, u, s, sampler="euler", steps=steps, nfe=steps, precision="auto"))
+    return {"rows": rows, "default_chunk": chunk, "model": "flow_matching recipe (UNet 1.2 M), trained run"}
+
+
+FAMILIES = ["vae", "nvae", "gan", "wgan_gp", "glow", "realnvp", "nice", "tarflow", "pixelcnn", "gated_pixelcnn",
+            "made", "nade", "image_transformer", "discrete_diffusion", "shortcut", "pfgm", "ddim"]
+
+
+def study_families(n: int) -> dict:
+    from genzoo.config import load_recipe, resolve
+    from genzoo.eval.runner import default_chunk
+    from genzoo.registry import build
+    from genzoo.train.run import link_data_args, load_data
+
+    rows = []
+    for recipe in FAMILIES:
+        cfg = load_recipe(recipe)
+        spec = load_data(cfg["data"], "test").spec
+        cfg = resolve(link_data_args(cfg, spec))
+        torch.manual_seed(0)
+        model = build(cfg["model"], **cfg["model_args"]).eval()
+        opts = dict(cfg.get("sample") or {})
+        slow = cfg["model"] in ("pixelcnn", "gated_pixelcnn", "image_transformer", "made", "nade", "fvsbn")
+        m = max(16, n // 8) if slow else n
+        for chunk in (16, 64, 256, 1024):
+            if chunk > m and chunk != 16:
+                continue
+            _, w, u, s = timed(lambda: draw(model, m, chunk, **opts))
+            rows.append(row(m, chunk, w, u, s, recipe=recipe, model=cfg["model"], default_chunk=default_chunk(model)))
+            print(f"  {recipe} chunk {chunk}: {w / m * 1000:.2f} ms/image, sys/user {s / max(u, 1e-9):.2f}", flush=True)
+    return {"rows": rows, "weights": "untrained (the recipe's architecture; fixed-step sampling cost does not depend on weights)"}
+
+
+def study_likelihood(n: int) -> dict:
+    from genzoo.train.run import load_data
+
+    model = load_flow()
+    test = load_data({"name": "mnist", "dequantize": "uniform", "value_range": [-1, 1]}, "test")
+    x = test.tensor(seed=0, limit=n)
+    rows = []
+    for chunk in (16, 32, 64, 128):
+        def run():
+            return torch.cat([model.log_prob(x[i:i + chunk], generator=torch.Generator().manual_seed(i))
+                              for i in range(0, n, chunk)])
+        lp, w, u, s = timed(run)
+        rows.append(row(n, chunk, w, u, s, nll_nats=float(-lp.mean())))
+        print(f"  likelihood chunk {chunk}: {w / n:.2f} s/image", flush=True)
+    return {"rows": rows, "method": "dopri5, rtol = atol = 1e-5, one Hutchinson probe"}
+
+
+def study_peer(n: int) -> dict:
+    import _diffusers_ref as D
+
+    from genzoo.models.diffusion.model import with_precision  # noqa: F401  (the rule the genzoo rows use)
+    from genzoo.train.trainer import resolve_precision
+
+    bf16 = resolve_precision("auto", "cpu") == "bf16"
+    model = load_flow()
+    torch.manual_seed(0)
+    unet = D.make_unet().eval()
+    params = {"genzoo": sum(p.numel() for p in model.parameters()), "diffusers": sum(p.numel() for p in unet.parameters())}
+    rows = []
+    for nfe in (10, 35, 50):
+        best = {}
+        for chunk in (50, 100, 250):
+            _, w, u, s = timed(lambda: D.sample(unet, n, steps=nfe, batch_size=chunk, bf16=bf16))
+            rows.append(row(n, chunk, w, u, s, who="diffusers UNet2DModel + DDIMScheduler", nfe=nfe))
+            best.setdefault("diffusers", []).append(n / w)
+            for sampler in ("euler", "ddim"):
+                _, w, u, s = timed(lambda: draw(model, n, chunk, sampler=sampler, steps=nfe, precision="auto"))
+                rows.append(row(n, chunk, w, u, s, who=f"genzoo {sampler}", nfe=nfe))
+                best.setdefault(f"genzoo {sampler}", []).append(n / w)
+        print(f"  peer nfe {nfe}: " + ", ".join(f"{k} {max(v):.1f} img/s" for k, v in best.items()), flush=True)
+    return {"rows": rows, "parameters": params, "precision": "bf16" if bf16 else "fp32"}
+
+
+def study_cli() -> dict:
+    run = ensure_run()
+    cmd = [sys.executable, "-m", "genzoo.cli", "sample", str(run), "--n", "1000", "sampler=heun", "steps=18",
+           "--out", str(run.parent / "cli_sample.npy")]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert r.returncode == 0, r.stderr
+    return {"command": "genzoo sample RUN --n 1000 sampler=heun steps=18", "wall_s": wall,
+            "children_user_s": ru.ru_utime, "children_sys_s": ru.ru_stime, "stdout": r.stdout.strip()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=["chunks", "families", "likelihood", "peer", "cli"], action="append")
+    ap.add_argument("--n", type=int, default=400, help="images per measurement (default 400)")
+    args = ap.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
+    studies = args.only or ["chunks", "families", "likelihood", "peer", "cli"]
+    for name in studies:
+        print(f"== {name}", flush=True)
+        fn = {"chunks": lambda: study_chunks(args.n), "families": lambda: study_families(args.n),
+              "likelihood": lambda: study_likelihood(64), "peer": lambda: study_peer(args.n), "cli": study_cli}[name]
+        out = fn()
+        out.update(machine=R.machine(), date=time.strftime("%Y-%m-%d"), torch=torch.__version__,
+                   command=f"python benchmarks/sampling_speed.py --only {name}" + (f" --n {args.n}" if args.n != 400 else ""))
+        results[name] = out
+        RESULT.parent.mkdir(parents=True, exist_ok=True)
+        RESULT.write_text(json.dumps(results, indent=1))
+        print(json.dumps({k: v for k, v in out.items() if k != "rows"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
