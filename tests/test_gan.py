@@ -3,8 +3,8 @@
 Losses against hand-computed values on fixed logits; the WGAN-GP penalty against a
 per-example autograd computation; GAN-QP's optimum on 1-D toys with a known answer;
 O-GAN's correlation against numpy; a seeded run of every model on the 8-Gaussians toy
-through the one trainer (>= 6 of 8 modes); the probe on tiny cases; the CLI end to end.
-Fast (CPU): the toy runs use the packaged *_toy recipes for 300-400 steps.
+through the one trainer (the toy recipe's 2,000 steps, >= 5 of 8 modes under the strict metric); the probe on tiny cases; the CLI end to end.
+CPU: the toy runs use the packaged *_toy recipes for their 2,000 steps (4-20 s each).
 """
 from __future__ import annotations
 
@@ -343,19 +343,30 @@ def test_eight_gaussians_mode_coverage(name, extra, tmp_path):
     margs.update(extra)
     torch.manual_seed(0)
     m = genzoo.build(model, shape=(2,), **margs)
-    steps = 400 if name == "wgan_gp" else 300
+    # the recipe's own 2,000 steps: under the strict metric (genzoo.eval.modes: a mode counts only
+    # if its ball holds >= 1/4 of its fair share and >= 2x a ball at the midpoint towards each
+    # neighbour) the 300-400 steps this test used to run cover 0 of 8 for every model (samples
+    # smeared along the circle, a ring by the metric), and 1,000 steps 0-8. Measured at 2,000
+    # steps (seed 0, 2,000 samples): 8 of 8 for gan, gan-minimax, gan_qp, bigan_qp, ogan; 7 wgan,
+    # 7 wgan_gp, 6 bigan; high quality 0.96-0.99. A ring scores 0, a blob <= 1 (test_eval_cli.py).
+    # Time on an idle 2-core machine: 4-12 s per model, wgan_gp 20 s.
+    steps = t["steps"]
     cfg = TrainConfig(steps=steps, batch_size=t["batch_size"], lr=t["lr"], betas=tuple(t["betas"]), seed=0,
                       ema_decay=t["ema_decay"], progress=False, num_samples=0, ckpt_every=0, log_every=10**9)
     trainer = Trainer(m, load_dataset("8gaussians", "train", n=4000), cfg, tmp_path)
     trainer.fit()
     g = trainer.ema.model.eval()  # what `genzoo sample` / `genzoo eval` use
     cov = eight_gaussians_coverage(g.sample(2000, generator=torch.Generator().manual_seed(0)))
-    assert cov["modes_covered"] >= 6, cov
+    assert cov["modes_covered"] >= 5 and cov["high_quality"] > 0.9, cov
 
 
 def test_mode_coverage_metric():
     centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
-    x = torch.cat([centres[0] + 0.1 * torch.randn(50, 2), centres[1] + 0.1 * torch.randn(50, 2), torch.full((20, 2), 5.0)])
+    # seeded, and drawn with std 0.05 against the metric's 0.1: every sample lies within its
+    # mode's ball (r = 3 x 0.1; 6 std of the draw) for any seed, so the exact counts hold
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([centres[0] + 0.05 * torch.randn(50, 2, generator=g), centres[1] + 0.05 * torch.randn(50, 2, generator=g),
+                   torch.full((20, 2), 5.0)])  # (5, 5): the midpoint of modes 1 and 2, 20 < 50 / 2
     cov = mode_coverage(x, centres, std=0.1)
     assert cov["modes_covered"] == 2 and cov["per_mode"][:2] == [50, 50] and cov["high_quality"] == pytest.approx(100 / 120)
     real = load_dataset("8gaussians", "test").data[:2000]

@@ -277,8 +277,11 @@ def test_registry_recipes_and_data_checks():
 
 def test_short_toy_run_covers_the_modes(tmp_path):
     """configs/pfgm_toy.yaml through the trainer, shortened to 1,200 steps of a smaller MLP (~10 s):
-    the EMA model's samples (30 Heun steps) cover >= 7 of the 8 Gaussians (measured: 8, with 88% of
-    the samples within 3 std of a centre; the full recipe: 8 and 93%, true samples 99%)."""
+    the EMA model's samples (30 Heun steps) land on the 8 Gaussians: 88% of them within 3 std of a
+    centre (true samples 99%) and every mode's ball holds samples (measured: 33-90 of 1,000). Under
+    the strict mode metric (genzoo.eval.modes: a covered mode also holds >= 2x a ball at the midpoint
+    towards each neighbour) this short run covers only 3 of 8 (measured, seed 2), as the samples
+    still bridge neighbouring modes, so the test asks for >= 1 covered mode, not 7."""
     import numpy as np
 
     from genzoo.cli import main
@@ -291,7 +294,7 @@ def test_short_toy_run_covers_the_modes(tmp_path):
     m = load_run(d)[0]
     c = eight_gaussians_coverage(m.sample(1000, generator=gen(2), steps=30))
     print("pfgm toy coverage:", c)
-    assert c["modes_covered"] >= 7 and c["high_quality"] > 0.8, c
+    assert c["modes_covered"] >= 1 and c["high_quality"] > 0.8 and min(c["per_mode"]) >= 15, c
     out = tmp_path / "s.npy"
     assert main(["sample", str(d), "steps=5", "sampler=euler", "--n", "7", "--out", str(out)]) == 0
     x = np.load(out)
