@@ -72,26 +72,44 @@ def row(n, chunk, wall, user, sys_, **extra):
             "user_s": user, "sys_s": sys_, "sys_over_user": sys_ / max(user, 1e-9), **extra}
 
 
-def study_chunks(n: int) -> dict:
+def chunk_rows(n: int, grid) -> list:
     model = load_flow()
-    draw(model, 50, 50, sampler="heun", steps=18)  # warm-up
+    draw(model, 50, 50, sampler="heun", steps=18, precision="fp32")  # warm-up
+    from genzoo.memory import memory_setting
+
     rows = []
-    for precision in ("fp32", "auto"):
-        for chunk in (25, 50, 100, 200, 400, 500):
+    for precision, chunks in grid:
+        for chunk in chunks:
             _, w, u, s = timed(lambda: draw(model, n, chunk, sampler="heun", steps=18, precision=precision))
-            rows.append(row(n, chunk, w, u, s, sampler="heun", steps=18, nfe=35, precision=precision))
-            print(f"  chunks {precision} {chunk}: {w / n * 1000:.1f} ms/image, sys/user {s / max(u, 1e-9):.2f}", flush=True)
+            rows.append(row(n, chunk, w, u, s, sampler="heun", steps=18, nfe=35, precision=precision, memory=memory_setting()))
+            print(f"  chunks {memory_setting()} {precision} {chunk}: {w / n * 1000:.1f} ms/image, "
+                  f"sys/user {s / max(u, 1e-9):.2f}", flush=True)
+    return rows
+
+
+def study_chunks(n: int) -> dict:
+    import os
+    import tempfile
+
+    # before: glibc's default allocator (what genzoo did until issue 34), in a child process
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        subprocess.run([sys.executable, __file__, "--child-chunks", f.name, "--n", str(n)], check=True,
+                       env={**os.environ, "GENZOO_MALLOC": "default"})
+        rows = json.loads(Path(f.name).read_text())
+    # after: freed memory kept (genzoo/memory.py), every chunk size, fp32 and auto
+    rows += chunk_rows(n, [("fp32", (100, 500)), ("auto", (25, 50, 100, 200, 400, 500))])
+    model = load_flow()
     from genzoo.eval.runner import default_chunk
 
     chunk = default_chunk(model)
     for steps in (1, 2, 4, 8, 16, 32, 64, 128):
-        _, w, u, s = timed(lambda: draw(model, n, chunk, sampler="euler", steps=steps, precision="auto"))
-        rows.append(row(n, chunk, w, u, s, sampler="euler", steps=steps, nfe=steps, precision="auto"))
+        _, w, u, s = timed(lambda: draw(model, n, chunk, sampler="euler", steps=steps))
+        rows.append(row(n, chunk, w, u, s, sampler="euler", steps=steps, nfe=steps, precision="auto (draw_samples default)"))
     return {"rows": rows, "default_chunk": chunk, "model": "flow_matching recipe (UNet 1.2 M), trained run"}
 
 
-FAMILIES = ["vae", "nvae", "gan", "wgan_gp", "glow", "realnvp", "nice", "tarflow", "pixelcnn", "gated_pixelcnn",
-            "made", "nade", "image_transformer", "discrete_diffusion", "shortcut", "pfgm", "ddim"]
+FAMILIES = ["vae", "nvae", "gan", "wgan_gp", "glow", "realnvp", "nice", "tarflow", "pixelcnn", "made", "nade",
+            "image_transformer", "discrete_diffusion", "shortcut", "pfgm", "ddim"]
 
 
 def study_families(n: int) -> dict:
@@ -109,9 +127,9 @@ def study_families(n: int) -> dict:
         model = build(cfg["model"], **cfg["model_args"]).eval()
         opts = dict(cfg.get("sample") or {})
         slow = cfg["model"] in ("pixelcnn", "gated_pixelcnn", "image_transformer", "made", "nade", "fvsbn")
-        m = max(16, n // 8) if slow else n
-        for chunk in (16, 64, 256, 1024):
-            if chunk > m and chunk != 16:
+        m = 16 if slow else n
+        for chunk in ((4, 16) if slow else (16, 64, 256, 1024)):
+            if chunk > m:
                 continue
             _, w, u, s = timed(lambda: draw(model, m, chunk, **opts))
             rows.append(row(m, chunk, w, u, s, recipe=recipe, model=cfg["model"], default_chunk=default_chunk(model)))
@@ -126,7 +144,7 @@ def study_likelihood(n: int) -> dict:
     test = load_data({"name": "mnist", "dequantize": "uniform", "value_range": [-1, 1]}, "test")
     x = test.tensor(seed=0, limit=n)
     rows = []
-    for chunk in (16, 32, 64, 128):
+    for chunk in (16, 64):
         def run():
             return torch.cat([model.log_prob(x[i:i + chunk], generator=torch.Generator().manual_seed(i))
                               for i in range(0, n, chunk)])
@@ -139,7 +157,6 @@ def study_likelihood(n: int) -> dict:
 def study_peer(n: int) -> dict:
     import _diffusers_ref as D
 
-    from genzoo.models.diffusion.model import with_precision  # noqa: F401  (the rule the genzoo rows use)
     from genzoo.train.trainer import resolve_precision
 
     bf16 = resolve_precision("auto", "cpu") == "bf16"
@@ -179,7 +196,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=["chunks", "families", "likelihood", "peer", "cli"], action="append")
     ap.add_argument("--n", type=int, default=400, help="images per measurement (default 400)")
+    ap.add_argument("--child-chunks", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child_chunks:
+        Path(args.child_chunks).write_text(json.dumps(chunk_rows(args.n, [("fp32", (50, 100, 200, 500)),
+                                                                          ("auto", (100, 500))])))
+        return
     torch.set_num_threads(torch.get_num_threads())
     results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
     studies = args.only or ["chunks", "families", "likelihood", "peer", "cli"]

@@ -71,3 +71,18 @@ def test_cli_batch_size_and_precision_line(tmp_path, capsys, monkeypatch):
 
     rec = json.loads((tmp_path / "m.json").read_text())
     assert rec["nll"]["batch_size"] == 4 and "batch_size=4" in rec["key"]
+
+
+def test_keep_freed_memory_applies_once_and_can_be_turned_off():
+    import os
+    import subprocess
+    import sys
+
+    code = "from genzoo.memory import keep_freed_memory as k, memory_setting as s; print(k(), k(), s())"
+    env = dict(os.environ)
+    env.pop("GENZOO_MALLOC", None)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    glibc = os.uname().sysname == "Linux" and "glibc" in " ".join(__import__("platform").libc_ver())
+    assert r.stdout.split()[:2] == (["True", "True"] if glibc else ["False", "False"]), r.stderr
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "GENZOO_MALLOC": "default"})
+    assert r.stdout.strip() == "False False default"

@@ -92,6 +92,9 @@ def draw_samples(model, n: int, *, batch_size: int | None = None, seed: int = 0,
     so genzoo sample / eval follow train.precision's rule; ``model.sample`` itself defaults to fp32."""
     from tqdm.auto import tqdm
 
+    from ..memory import keep_freed_memory
+
+    keep_freed_memory()  # no page faults per network call (genzoo/memory.py)
     batch_size = int(batch_size or default_chunk(model))
     if "precision" in getattr(model, "sample_options", ()) and "precision" not in opts:
         opts["precision"] = "auto"  # genzoo sample / eval: the network in bf16 where it is fast (train.precision's rule)
@@ -291,6 +294,9 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
     from . import evaluate_nll, fid_floor, sample_metrics
     from .features import get_extractor
 
+    from ..memory import keep_freed_memory, memory_setting
+
+    keep_freed_memory()
     dev = resolve_device(device)
     model, cfg, spec = load_run(run_dir, ema=ema, device=dev)
     ev = cfg.get("eval", {})
@@ -339,6 +345,7 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
         "date": _dt.date.today().isoformat(),
         "machine": machine_description(),
         "device": str(dev),
+        "memory": memory_setting(),
     }
     if "nll" in metrics:
         nll_batch = int(batch_size or default_nll_batch(model, int(ev.get("batch_size", 256))))

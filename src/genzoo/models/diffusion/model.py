@@ -173,6 +173,13 @@ class Diffusion(GenerativeModel):
     likelihood = "exact"
     discrete_likelihood = False
     sample_options = _SAMPLE_BASE + _SAMPLER_SPECIFIC
+    #: images per sample() call in genzoo sample / eval (measured, benchmarks/sampling_speed.py --only chunks:
+    #: with freed memory kept the cost per image is flat from 200 to 500 images within 1 %; 250 bounds the memory)
+    sample_chunk = 250
+    #: examples per log_prob() call in genzoo eval: dopri5 shares its step size across a batch, so the stiffest
+    #: example sets everyone's steps (benchmarks/sampling_speed.py --only likelihood: 1.33 s per image in chunks
+    #: of 16 against 1.55 in chunks of 64 on 2 cores; eval.batch_size's 256 would be slower still)
+    log_prob_chunk = 16
     log_prob_options = ("exact_trace", "num_probes", "rtol", "atol", "t_min", "method", "generator", "labels")
 
     def __init__(
