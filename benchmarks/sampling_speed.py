@@ -17,6 +17,7 @@ getrusage; 2 CPU cores; nothing else running):
 * peer: diffusers' UNet2DModel (1.1 M parameters, _diffusers_ref.make_unet) + DDIMScheduler loop
   against genzoo's DDIM / Euler at the same NFE, each at its best chunk, same precision.
 * cli: `genzoo sample RUN --n 1000 sampler=heun steps=18` end to end (the issue's 211 s).
+* n10000 (not in the default set: ~6 min): 10,000 Heun-18 samples at the default chunk, genzoo eval's path.
 
 Writes benchmarks/results/sampling_speed.json (one entry per study, with machine and date) and
 prints markdown tables.
@@ -179,6 +180,17 @@ def study_peer(n: int) -> dict:
     return {"rows": rows, "parameters": params, "precision": "bf16" if bf16 else "fp32"}
 
 
+def study_n10000() -> dict:
+    """genzoo eval's path at the leaderboard's size: 10,000 Heun-18 samples at the default chunk."""
+    from genzoo.eval.runner import default_chunk
+
+    model = load_flow()
+    draw(model, 50, 50, sampler="heun", steps=18)
+    n = 10000
+    _, w, u, s = timed(lambda: draw(model, n, None, sampler="heun", steps=18))
+    return row(n, default_chunk(model), w, u, s, sampler="heun", steps=18, nfe=35, precision="auto")
+
+
 def study_cli() -> dict:
     run = ensure_run()
     cmd = [sys.executable, "-m", "genzoo.cli", "sample", str(run), "--n", "1000", "sampler=heun", "steps=18",
@@ -194,7 +206,7 @@ def study_cli() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["chunks", "families", "likelihood", "peer", "cli"], action="append")
+    ap.add_argument("--only", choices=["chunks", "families", "likelihood", "peer", "cli", "n10000"], action="append")
     ap.add_argument("--n", type=int, default=400, help="images per measurement (default 400)")
     ap.add_argument("--child-chunks", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -204,11 +216,12 @@ def main() -> None:
         return
     torch.set_num_threads(torch.get_num_threads())
     results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
-    studies = args.only or ["chunks", "families", "likelihood", "peer", "cli"]
+    studies = args.only or ["chunks", "families", "likelihood", "peer", "cli"]  # n10000 only when asked
     for name in studies:
         print(f"== {name}", flush=True)
         fn = {"chunks": lambda: study_chunks(args.n), "families": lambda: study_families(args.n),
-              "likelihood": lambda: study_likelihood(64), "peer": lambda: study_peer(args.n), "cli": study_cli}[name]
+              "likelihood": lambda: study_likelihood(64), "peer": lambda: study_peer(args.n), "cli": study_cli,
+              "n10000": study_n10000}[name]
         out = fn()
         out.update(machine=R.machine(), date=time.strftime("%Y-%m-%d"), torch=torch.__version__,
                    command=f"python benchmarks/sampling_speed.py --only {name}" + (f" --n {args.n}" if args.n != 400 else ""))
