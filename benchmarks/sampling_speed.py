@@ -214,7 +214,6 @@ def main() -> None:
         Path(args.child_chunks).write_text(json.dumps(chunk_rows(args.n, [("fp32", (50, 100, 200, 500)),
                                                                           ("auto", (100, 500))])))
         return
-    torch.set_num_threads(torch.get_num_threads())
     results = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
     studies = args.only or ["chunks", "families", "likelihood", "peer", "cli"]  # n10000 only when asked
     for name in studies:

@@ -12,8 +12,9 @@ import json
 import textwrap
 from pathlib import Path
 
+from .config import CONFIG_DIR  # noqa: F401  (the recipes folder; config.py imports no torch)
+
 CATALOG = Path(__file__).resolve().parent / "catalog.json"
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def build_catalog() -> dict:

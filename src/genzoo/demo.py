@@ -7,6 +7,7 @@ call reuses a finished run and resumes an unfinished one; nothing is retrained f
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -48,8 +49,6 @@ def run_demo(run_dir="runs/demo", overrides=()) -> dict:
         train(cfg, run_dir, resume=resume)
     t_train = time.perf_counter() - t0
     print("[demo] evaluating: test ELBO, IWAE bound, FID (this takes about a minute)")
-    import sys
-
     res = evaluate_run(run_dir, progress=sys.stderr.isatty())
     model, rcfg, spec = load_run(run_dir)
     test = load_data(rcfg["data"], "test")

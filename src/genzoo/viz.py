@@ -71,6 +71,13 @@ def save_scatter(x: torch.Tensor, path, reference: torch.Tensor | None = None, t
     ax.set_aspect("equal")
     if title:
         ax.set_title(title)
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig, path) -> Path:
+    """tight_layout, write ``path`` (folders made), close the figure; returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,12 +113,7 @@ def save_pairs(x: torch.Tensor, path, max_dims: int = MAX_PAIR_DIMS, title: str 
             if j == 0:
                 ax.set_ylabel(f"x{i}")
     fig.suptitle(title or (f"first {k} of {d} dimensions" if d > k else f"{d} dimension{'s' if d > 1 else ''}"))
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def save_samples(x: torch.Tensor, path, spec, nrow: int | None = None) -> Path | None:

@@ -206,21 +206,15 @@ def writer_lock(run_dir, out=None):
     run_dir = Path(run_dir)
     target = Path(out) if out else run_dir / "metrics.json"
     inside = run_dir.is_dir() and target.resolve().parent.is_relative_to(run_dir.resolve())
-    if not inside:
+    with contextlib.ExitStack() as stack:
+        if inside:
+            try:
+                stack.enter_context(run_lock(run_dir, "genzoo eval"))
+            except OSError:  # read-only folder: compute and print; the write will report the problem
+                pass
+            except ConfigError as e:
+                raise ConfigError(f"{e} (or pass --out FILE to evaluate it without writing into the folder)") from None
         yield
-        return
-    try:
-        lock = run_lock(run_dir, "genzoo eval")
-        lock.__enter__()
-    except OSError:  # read-only folder: compute and print; the write will report the problem
-        yield
-        return
-    except ConfigError as e:
-        raise ConfigError(f"{e} (or pass --out FILE to evaluate it without writing into the folder)") from None
-    try:
-        yield
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def evaluate_run(run_dir, metrics=None, *, out: str | Path | None = None, **kw) -> dict:

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 
 #: what a run folder is made of (everything genzoo train / sample / eval write into it)
 RUN_ENTRIES = {
-    "config.yaml", "run.json", "metrics.csv", "metrics.csv.tmp", "metrics.json", "evals", "samples", "samples.png",
+    "config.yaml", "run.json", "metrics.csv", "metrics.csv.tmp", "metrics.json", "samples", "samples.png",
     "samples.txt", "sample.png", "sample.txt", "checkpoints", "best", "tb", "train_summary.json", "train.log",
     "reconstructions.png", "demo_metrics.json", "pairs.safetensors", "pairs.json", "reflow.json", ".lock",
 }
@@ -30,6 +30,7 @@ RUN_ENTRIES = {
 
 def holds_run(run_dir: Path) -> str | None:
     """A one-phrase description of the run in ``run_dir`` if it holds work that would be lost, else None."""
+    from ..errors import CheckpointError
     from .checkpoint import latest_checkpoint
 
     run_dir = Path(run_dir)
@@ -37,7 +38,7 @@ def holds_run(run_dir: Path) -> str | None:
         return None
     try:
         ck = latest_checkpoint(run_dir)
-    except Exception:  # a LATEST pointing nowhere still means there was a run here
+    except CheckpointError:  # a LATEST pointing nowhere still means there was a run here
         ck = run_dir / "checkpoints"
     model = "a run"
     cfg = run_dir / "config.yaml"
@@ -49,7 +50,7 @@ def holds_run(run_dir: Path) -> str | None:
         except Exception:
             pass
     if ck is not None:
-        step = ck.name.split("-")[-1].lstrip("0") or "0" if ck.name.startswith("step-") else "?"
+        step = str(int(ck.name.split("-")[-1])) if ck.name.startswith("step-") else "?"
         return f"{model} with a checkpoint at step {step}"
     if (run_dir / "train_summary.json").is_file() or (run_dir / "best").is_dir():
         return f"{model} that finished"

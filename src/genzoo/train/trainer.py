@@ -175,10 +175,9 @@ class ProgressLog:
         if self.to_stderr:
             print(f"[genzoo {stamp[11:]}] {text}", file=sys.stderr, flush=True)
 
-    def progress(self, step: int, start_step: int, logs: dict, train_time: float, seconds: float, batch: int,
-                 force: bool = False) -> None:
+    def progress(self, step: int, start_step: int, logs: dict, train_time: float, seconds: float, batch: int) -> None:
         now = time.perf_counter()
-        if not force and now < self._next and step != self.total:
+        if now < self._next and step != self.total:
             return
         self._next = now + self.every
         rate = (step - start_step) / max(seconds, 1e-9)
