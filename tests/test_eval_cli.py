@@ -344,3 +344,15 @@ def test_sample_and_eval_take_a_device(flow_run, tmp_path, capsys, monkeypatch):
         if not torch.backends.mps.is_available():
             code = main([*cmd, "--device", "mps"])
             _one_line_error(code, capsys.readouterr().err, "--device mps", "not available")
+
+
+def test_eval_pr_keeps_the_precision_metric_beside_the_sampling_precision(diff_run, tmp_path, capsys):
+    """Defect (session 19): the sampling precision ("fp32"/"bf16") was written over the PR metric's
+    `precision` (a number in [0, 1]) in the result of `genzoo eval --metrics pr`."""
+    code, o, err = _eval(capsys, str(diff_run), "--metrics", "pr", "--n-samples", "1000", "--out", str(tmp_path / "m.json"),
+                         "sampler=euler", "steps=2")
+    assert code == 0, err
+    sm = json.loads(o)["sample_metrics"]
+    assert isinstance(sm["precision"], float) and 0.0 <= sm["precision"] <= 1.0, sm
+    assert isinstance(sm["recall"], float)
+    assert sm["sample_precision"] in ("fp32", "bf16")

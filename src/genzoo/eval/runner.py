@@ -356,7 +356,7 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
         res["sample_metrics"] = sample_metrics(fake, real, metrics=sm, extractor=ext, spec=data.spec)
         res["sample_metrics"].update({"n_samples": n_samples, "n_real": int(real.shape[0]), "sample_options": s_opts,
                                       "min_set_size": MIN_SET_SIZE, "chunk": chunk,
-                                      "precision": sample_precision(model, s_opts, dev),
+                                      "sample_precision": sample_precision(model, s_opts, dev),
                                       "seconds_per_1000_samples": round(1000 * sample_s / max(n_samples, 1), 2)})
         if min(n_samples, real.shape[0]) < MIN_SET_SIZE:
             res["sample_metrics"]["small_sets"] = True
