@@ -347,7 +347,7 @@ def _register_all() -> None:
     for tname in toys.TOYS:
         register_dataset(
             tname, functools.partial(_load_toy, tname), options={"n": 20000, "n_eval": 5000, "seed": 0},
-            splits=SPLITS_3, description=f"2-D toy: {toys.TOY_DESCRIPTIONS[tname]}",
+            splits=SPLITS_3, description=f"{'8' if tname == 'mixture8d' else '2'}-D toy: {toys.TOY_DESCRIPTIONS[tname]}",
         )
     register_dataset(
         "shakespeare", _load_text, options={"block_size": 256},

@@ -20,8 +20,15 @@ genzoo picks each point's component with a fair coin; the distribution is the sa
 
 Every sampler is ``sample_<name>(n, generator=None) -> (n, 2)`` float32 and draws all
 randomness from ``generator`` (a fixed default seed when None). Closed-form log
-densities (nats) exist for ``8gaussians`` and ``checkerboard``: ``log_prob_<name>(x)``
-maps (N, 2) -> (N,) and is collected in :data:`TOY_LOG_PROB`.
+densities (nats) exist for ``8gaussians``, ``checkerboard`` and ``mixture8d``: ``log_prob_<name>(x)``
+maps (N, D) -> (N,) and is collected in :data:`TOY_LOG_PROB`.
+
+* ``mixture8d``: an 8-D mixture of 6 Gaussians with diagonal covariances, built by genzoo
+  for the leaderboard's vector track (a density whose exact log-likelihood is known in more
+  than 2 dimensions): means ~ N(0, 2.5^2 I), standard deviations ~ U(0.3, 1.2) per
+  coordinate, weights = softmax(N(0, 0.5^2)), all drawn once from ``torch.Generator``
+  seed 8 in float64 (:func:`mixture8d_parameters`). Test NLL minus the test points' exact
+  -log p estimates KL(p || model) in nats.
 """
 from __future__ import annotations
 
@@ -123,19 +130,47 @@ def sample_spirals(n: int, generator: torch.Generator | None = None) -> torch.Te
     return pts.to(torch.float32)
 
 
-#: name -> sampler(n, generator) -> (n, 2) float32
+def mixture8d_parameters(dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log weights (6,), means (6, 8), standard deviations (6, 8)) of the ``mixture8d`` toy, fixed by seed 8."""
+    g = torch.Generator().manual_seed(8)
+    mu = 2.5 * torch.randn(6, 8, generator=g, dtype=torch.float64)
+    std = 0.3 + 0.9 * torch.rand(6, 8, generator=g, dtype=torch.float64)
+    logw = torch.log_softmax(0.5 * torch.randn(6, generator=g, dtype=torch.float64), 0)
+    return logw.to(dtype), mu.to(dtype), std.to(dtype)
+
+
+def sample_mixture8d(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """n points of the 8-D Gaussian mixture (see :func:`mixture8d_parameters`). (n, 8) float32."""
+    g = default_generator(generator)
+    logw, mu, std = mixture8d_parameters()
+    idx = torch.multinomial(logw.exp(), n, replacement=True, generator=g)
+    return (mu[idx] + std[idx] * _randn(n, g, 8)).to(torch.float32)
+
+
+def log_prob_mixture8d(x: torch.Tensor) -> torch.Tensor:
+    """Exact log density (nats) of :func:`sample_mixture8d`: (N, 8) -> (N,), in x's float dtype (float64 for ints)."""
+    dt = x.dtype if x.is_floating_point() else torch.float64
+    logw, mu, std = (t.to(x.device) for t in mixture8d_parameters(dt))
+    z = (x.to(dt)[:, None, :] - mu[None]) / std[None]  # (N, 6, 8)
+    log_comp = (-0.5 * z**2 - torch.log(std)[None] - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return torch.logsumexp(log_comp + logw[None], dim=1)
+
+
+#: name -> sampler(n, generator) -> (n, D) float32 (D = 2 except mixture8d's 8)
 TOYS = {
     "moons": sample_moons,
     "8gaussians": sample_8gaussians,
     "checkerboard": sample_checkerboard,
     "swissroll": sample_swissroll,
     "spirals": sample_spirals,
+    "mixture8d": sample_mixture8d,
 }
 
 #: name -> exact log density (nats), for the toys that have one in closed form
 TOY_LOG_PROB = {
     "8gaussians": log_prob_8gaussians,
     "checkerboard": log_prob_checkerboard,
+    "mixture8d": log_prob_mixture8d,
 }
 
 TOY_DESCRIPTIONS = {
@@ -144,6 +179,7 @@ TOY_DESCRIPTIONS = {
     "checkerboard": "uniform on a 4x4 checkerboard's black squares in [-4, 4]^2, exact log-density",
     "swissroll": "2-D swiss roll (FFJORD scale)",
     "spirals": "two interleaved spirals (FFJORD '2spirals')",
+    "mixture8d": "mixture of 6 Gaussians in 8 dimensions (diagonal covariances), exact log-density",
 }
 
 _SPLIT_INDEX = {"train": 0, "valid": 1, "test": 2}
@@ -163,5 +199,5 @@ def load_toy(name: str, split: str, *, n: int = 20000, n_eval: int = 5000, seed:
     size = n if split == "train" else n_eval
     g = torch.Generator().manual_seed(split_seed(seed, split))
     data = TOYS[name](int(size), g)
-    spec = DataSpec(name=name, kind="vector", shape=(2,), value_range=None, discrete=None)
+    spec = DataSpec(name=name, kind="vector", shape=tuple(data.shape[1:]), value_range=None, discrete=None)
     return ArrayDataset(data, None, spec, None)
