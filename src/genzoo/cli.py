@@ -47,6 +47,18 @@ seed, sample_every, ckpt_every, time_budget, ...), sample.<option>, eval.<field>
 (latent_dim=16) is accepted when it exists in exactly one section."""
 
 
+EPILOG_BENCH = """\
+examples:
+  genzoo bench --out benchmarks/leaderboard                 # every cell not done yet (resumable; kill it any time)
+  genzoo bench --track grey --only ddpm --only gan          # two rows of one track
+  genzoo bench status --out benchmarks/leaderboard          # done / stale / failed / todo for every cell
+  genzoo bench report --out benchmarks/leaderboard          # leaderboard.md, .csv, plots and report/index.html
+A cell = (track, row, seed): its result is OUT/cells/TRACK/ROW-sSEED.json, written when it is finished;
+a killed cell resumes from its checkpoint on the next run. The protocol: test NLL on the whole test split
+(bits/dim with the dequantisation offset; nats for binary data), 10,000 samples against the 10,000 test
+images on the shipped feature net with the floor FID(test, train), KID, precision and recall.
+"""
+
 EPILOG_REFLOW = """\
 Liu et al. 2022 (rectified flow): the ODE of a trained flow carries noise z to x0 = ODE(z); the
 next flow is trained on those (x0, z) pairs instead of independent ones, which straightens its
@@ -85,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="genzoo", description="Deep generative models on one interface: train, sample, evaluate.",
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_MAIN)
     p.add_argument("--version", action="version", version=f"genzoo {_version()}")
-    sub = p.add_subparsers(dest="cmd", parser_class=_Parser, metavar="{list,train,sample,eval,reflow,demo}")
+    sub = p.add_subparsers(dest="cmd", parser_class=_Parser, metavar="{list,train,sample,eval,reflow,bench,demo}")
 
     q = sub.add_parser("list", help="list models, data sets and recipes (or one model's arguments, or one recipe)")
     q.add_argument("model", nargs="?", metavar="MODEL_OR_RECIPE",
@@ -161,6 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--distill", action="store_true",
                    help="train a one-step generator on the pairs (loss only at t = 1) instead of the next rectified flow")
     q.add_argument("--no-progress", action="store_true")
+
+    q = sub.add_parser("bench", help="the leaderboard: train every model of a track under one budget, evaluate, report",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_BENCH)
+    q.add_argument("action", nargs="?", default="run", choices=["run", "report", "status"],
+                   help="run (default): every cell not done yet; report: write the report from the cells; status: list the cells")
+    q.add_argument("--out", default="leaderboard", help="the leaderboard folder: cells/ (results, kept), runs/ (run folders), "
+                   "report files (default ./leaderboard; genzoo's own: benchmarks/leaderboard)")
+    q.add_argument("--track", action="append", metavar="NAME", help="binary, grey, text or vector (repeatable; default all)")
+    q.add_argument("--only", action="append", metavar="ROW", help="only these rows of the tracks (repeatable), e.g. --only ddpm")
+    q.add_argument("--seeds", default=None, metavar="0,1,2", help="training seeds (default: 0, and 0,1,2 for the seed-noise rows)")
+    q.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="training seconds per cell (default: the track's, 1800 = 30 minutes for binary, grey and text, 300 for vector)")
+    q.add_argument("--rerun-stale", action="store_true", help="train again the cells made from another recipe, protocol or version")
+    q.add_argument("--max-cells", type=int, default=0, metavar="N", help="stop after running N cells (0: all)")
+    q.add_argument("--dry-run", action="store_true", help="say which cells would run, run none")
+    q.add_argument("--smoke", action="store_true", help="an off-protocol check of the harness: 200 samples, 100 test examples, "
+                   "small sets allowed (such cells are marked off-protocol in the report)")
+    q.add_argument("--progress", action="store_true", help="progress bars while training and evaluating")
 
     q = sub.add_parser("demo", help="train the demo VAE on MNIST (about 2.5 min on 2 cores) and evaluate it")
     q.add_argument("--run-dir", default="runs/demo")
@@ -427,6 +457,44 @@ def _eval_and_write(args, metrics, run_evaluation) -> int:
     return 0
 
 
+SMOKE_PROTOCOL = {"n_samples": 200, "nll_examples": 100, "min_set": 100, "grid": 16, "eval_cap_s": 120}
+
+
+def cmd_bench(args) -> int:
+    if args.seeds is not None:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds takes comma-separated integers such as 0,1,2, got {args.seeds!r}") from None
+    else:
+        seeds = None
+    if args.budget is not None and args.budget <= 0:
+        raise ConfigError(f"--budget must be a positive number of seconds, got {args.budget:g}")
+    protocol = SMOKE_PROTOCOL if args.smoke else None
+    if args.action == "report":
+        from .bench.report import write_report
+
+        for path in write_report(Path(args.out)):
+            print(path)
+        return 0
+    from .bench.harness import run_bench, status_table
+
+    if args.action == "status":
+        for cid, st in status_table(Path(args.out), args.track, args.budget, protocol):
+            print(f"{st:7s} {cid}")
+        return 0
+    res = run_bench(Path(args.out), args.track, only=args.only, seeds=seeds, budget=args.budget, rerun_stale=args.rerun_stale,
+                    max_cells=args.max_cells, protocol=protocol, progress=args.progress, dry_run=args.dry_run,
+                    log=lambda m: print(m, file=sys.stderr, flush=True))
+    counts: dict = {}
+    for r in res:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+        if args.dry_run:
+            print(f"{r['status']:20s} {r['cell']}")
+    print("cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    return 1 if counts.get("failed") else 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -452,7 +520,7 @@ def main(argv=None) -> int:
         if getattr(args, "batch_size", None) is not None and args.batch_size <= 0:
             raise ConfigError(f"--batch-size must be a positive number of images, got {args.batch_size}")
         return {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo,
-                "reflow": cmd_reflow}[args.cmd](args)
+                "reflow": cmd_reflow, "bench": cmd_bench}[args.cmd](args)
     except Interrupted as e:
         print(f"genzoo: {e}", file=sys.stderr)
         return e.exit_code
