@@ -10,12 +10,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
-import torch
 
 HERE = Path(__file__).resolve().parent
 # GENZOO_BENCH_DIR redirects everything (rows, RESULTS.md, run folders, plots) for a smoke test
@@ -29,30 +27,11 @@ TABLES: dict[str, tuple[str, str, list]] = {}
 
 
 def machine() -> str:
-    """The machine in words: cores, CPU model (with its family/model numbers and vector ISA, since one "AMD EPYC"
-    name covers CPUs whose bf16 speed differs several-fold), torch threads, GPU, torch version."""
-    from genzoo.train.trainer import cpu_has_fast_bf16
+    """The machine in words (cores, CPU model with family/model numbers and vector ISA, bf16 speed, torch threads,
+    GPU, torch version): the leaderboard's :func:`genzoo.bench.harness.machine_line`, so every table names it alike."""
+    from genzoo.bench.harness import machine_info, machine_line
 
-    cpu = platform.processor() or platform.machine()
-    ids = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, val = line.partition(":")
-            key = key.strip()
-            if key in ("model name", "cpu family", "model") and key not in ids:
-                ids[key] = val.strip()
-            if not line.strip() and ids:
-                break
-    except OSError:
-        pass
-    cpu = ids.get("model name", cpu)
-    if "cpu family" in ids:
-        cpu += f" family {ids['cpu family']} model {ids.get('model', '?')}"
-    isa = torch.backends.cpu.get_cpu_capability()
-    cpu += f", {isa}, {'fast' if cpu_has_fast_bf16() else 'emulated'} bf16"
-    threads = torch.get_num_threads()
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{os.cpu_count()} CPU cores ({cpu}), {threads} torch threads, {dev}, torch {torch.__version__}"
+    return machine_line(machine_info())
 
 
 def row_path(table: str, row: str) -> Path:

@@ -176,12 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("bench", help="the leaderboard: train every model of a track under one budget, evaluate, report",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_BENCH)
-    q.add_argument("action", nargs="?", default="run", choices=["run", "report", "status"],
-                   help="run (default): every cell not done yet; report: write the report from the cells; status: list the cells")
+    q.add_argument("action", nargs="?", default="run", choices=["run", "report", "status", "nfe"],
+                   help="run (default): every cell not done yet; report: write the report from the cells; status: list the cells; "
+                        "nfe: FID against NFE (1-128, and 1000 where the recipe's sampler is a 1000-step chain) for the "
+                        "finished diffusion-family cells")
     q.add_argument("--out", default="leaderboard", help="the leaderboard folder: cells/ (results, kept), runs/ (run folders), "
                    "report files (default ./leaderboard; genzoo's own: benchmarks/leaderboard)")
     q.add_argument("--track", action="append", metavar="NAME", help="binary, grey, text or vector (repeatable; default all)")
-    q.add_argument("--only", action="append", metavar="ROW", help="only these rows of the tracks (repeatable), e.g. --only ddpm")
+    q.add_argument("--only", action="append", metavar="ROW", help="only these rows (repeatable): ROW on every chosen track (--only gan), TRACK/ROW on one (--only grey/gan)")
     q.add_argument("--seeds", default=None, metavar="0,1,2", help="training seeds (default: 0, and 0,1,2 for the seed-noise rows)")
     q.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="training seconds per cell (default: the track's, 1800 = 30 minutes for binary, grey and text, 300 for vector)")
@@ -189,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-cells", type=int, default=0, metavar="N", help="stop after running N cells (0: all)")
     q.add_argument("--dry-run", action="store_true", help="say which cells would run, run none")
     q.add_argument("--smoke", action="store_true", help="an off-protocol check of the harness: 200 samples, 100 test examples, "
-                   "small sets allowed (such cells are marked off-protocol in the report)")
+                   "small sets allowed (such cells are marked off-protocol; `bench report --smoke` ranks them too)")
     q.add_argument("--progress", action="store_true", help="progress bars while training and evaluating")
 
     q = sub.add_parser("demo", help="train the demo VAE on MNIST (about 2.5 min on 2 cores) and evaluate it")
@@ -474,10 +476,16 @@ def cmd_bench(args) -> int:
     if args.action == "report":
         from .bench.report import write_report
 
-        for path in write_report(Path(args.out)):
+        for path in write_report(Path(args.out), include_off=args.smoke):
             print(path)
         return 0
-    from .bench.harness import run_bench, status_table
+    from .bench.harness import nfe_sweep, run_bench, status_table
+
+    if args.action == "nfe":
+        swept = nfe_sweep(Path(args.out), args.track or ["grey"], only=args.only, protocol=protocol,
+                          log=lambda m: print(m, file=sys.stderr, flush=True))
+        print(f"swept: {', '.join(swept) or 'nothing (no finished diffusion-family cell)'}")
+        return 0
 
     if args.action == "status":
         for cid, st in status_table(Path(args.out), args.track, args.budget, protocol):

@@ -356,18 +356,24 @@ def plan(tracks, only=None, seeds=None) -> list[tuple[Track, Entry, int]]:
     """The cells to consider: every entry of the tracks (or ``only`` those names), each at its default
     seeds (0, or 0-2 for the seed-noise rows) or at ``seeds``."""
     cells = []
-    chosen = [get_track(t) for t in tracks]
+    chosen = [get_track(t) if isinstance(t, str) else t for t in tracks]
+
+    def picked(t, e) -> bool:  # ROW (a row of any chosen track; vector rows also by model: realnvp) or TRACK/ROW
+        return not only or any(o in (e.name, e.name.split("@")[0], f"{t.name}/{e.name}", f"{t.name}/{e.name.split('@')[0]}")
+                               for o in only)
+
     if only:
-        names = {n for t in chosen for e in t.entries for n in (e.name, e.name.split("@")[0])}
         for o in only:
-            if o not in names:
+            if not any(o in (e.name, e.name.split("@")[0], f"{t.name}/{e.name}", f"{t.name}/{e.name.split('@')[0]}")
+                       for t in chosen for e in t.entries):
                 from ..errors import did_you_mean
 
+                names = sorted({n for t in chosen for e in t.entries for n in (e.name, f"{t.name}/{e.name}")})
                 raise ConfigError(f"no row {o!r} on the track(s) {', '.join(t.name for t in chosen)}"
-                                  f"{did_you_mean(o, sorted(names))}; `genzoo bench status` lists every cell")
+                                  f"{did_you_mean(o, names)}; `genzoo bench status` lists every cell")
     for t in chosen:
         for e in t.entries:
-            if only and e.name not in only and e.name.split("@")[0] not in only:
+            if not picked(t, e):
                 continue
             for s in (seeds if seeds is not None else range(e.seeds)):
                 cells.append((t, e, int(s)))
@@ -469,3 +475,67 @@ def cpu_hours(records) -> float:
 
 
 __all__ = ["run_bench", "run_cell", "evaluate_cell", "plan", "cell_status", "status_table", "machine_info", "sys"]
+
+
+# ----------------------------------------------------------------------------- FID against NFE
+NFE_GRID = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def sweep_points(model, cfg: dict) -> list[dict]:
+    """The (sampler options, NFE) points of the FID-against-NFE sweep for a diffusion-family model:
+    the deterministic Euler step (DDIM for VP processes) at 1-128 steps (NFE = steps), and for recipes
+    whose own sampler is a 1000-step chain (DDPM ancestral, Euler-Maruyama) that chain at 1000."""
+    opts = set(getattr(model, "sample_options", ()))
+    own = dict(cfg.get("sample") or {})
+    pts = []
+    if "sampler" in opts:  # Diffusion, PFGM
+        for n in NFE_GRID:
+            pts.append({"options": {"sampler": "euler", "steps": n}, "nfe": n})
+        if own.get("sampler") in ("ddpm", "euler_maruyama") and int(own.get("steps", 0)) == 1000:
+            pts.append({"options": {k: own[k] for k in ("sampler", "steps", "grid") if k in own}, "nfe": 1000})
+    elif "steps" in opts:  # shortcut models: steps = NFE
+        pts = [{"options": {"steps": n}, "nfe": n} for n in NFE_GRID]
+    return pts
+
+
+def nfe_sweep(out, tracks=("grey",), *, only=None, protocol=None, log=print) -> list[str]:
+    """FID against NFE on the track's protocol for every finished diffusion-family cell: each point
+    (10,000 samples against the 10,000 test images, fewer when the measured cost exceeds the cap, said
+    so) is stored in the cell's JSON under ``nfe_sweep`` when it finishes; finished points are skipped."""
+    from ..eval.runner import run_evaluation
+    from ..train.run import load_run
+
+    out = Path(out)
+    protocol = {**PROTOCOL, **(protocol or {})}
+    done = []
+    with _bench_lock(out):
+        for t, e, s in plan(list(tracks), only):
+            if e.family != "diffusion" or e.peer or not e.samples:
+                continue
+            p = cell_paths(out, t, e, s)
+            rec = read_cell(p["cell"])
+            if rec is None or cell_status(out, t, e, s, float(rec["budget_s"]), protocol) != "done":
+                continue
+            model, cfg, spec = load_run(p["run"])
+            have = {json.dumps(x["options"], sort_keys=True) for x in rec.get("nfe_sweep", [])}
+            per_sample = (rec.get("samples") or {}).get("seconds_per_1000_samples", 0) / 1000 / max(rec.get("nfe") or 1, 1)
+            for pt in sweep_points(model, cfg):
+                key = json.dumps(pt["options"], sort_keys=True)
+                if key in have:
+                    continue
+                full = int(protocol["n_samples"])
+                n = _choose_n(per_sample * pt["nfe"], full, float(protocol["eval_cap_s"]), int(protocol["min_set"])) \
+                    if per_sample else full
+                n = n or int(protocol["min_set"])
+                log(f"[bench] {cell_id(t, e, s)}: FID at NFE {pt['nfe']} ({key}), {n} samples")
+                ev = run_evaluation(p["run"], ["fid", "kid", "pr"], split="test", n_samples=n, sample_opts=pt["options"],
+                                    progress=False, allow_small=int(protocol["min_set"]) < 1000).record["sample_metrics"]
+                point = {"options": pt["options"], "nfe": pt["nfe"], "fid": ev["fid"], "fid_floor": ev["fid_floor"],
+                         "kid": ev.get("kid"), "precision": ev.get("precision"), "recall": ev.get("recall"),
+                         "n_samples": ev["n_samples"], "seconds_per_1000_samples": ev["seconds_per_1000_samples"],
+                         "date": _dt.date.today().isoformat()}
+                rec = read_cell(p["cell"])
+                rec.setdefault("nfe_sweep", []).append(point)
+                _atomic_json(p["cell"], rec)
+            done.append(cell_id(t, e, s))
+    return done
