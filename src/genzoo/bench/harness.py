@@ -199,11 +199,12 @@ def run_cell(out: Path, track: Track, e: Entry, seed: int, budget: float, protoc
              progress: bool = False, log=print) -> dict:
     """Train (or resume) and evaluate one cell; write its JSON and grid; return the record."""
     p = cell_paths(out, track, e, seed)
+    started = {"commit": git_commit(), "started": _dt.datetime.now().isoformat(timespec="seconds")}  # the code that trains it
     if e.peer:
         from .peers import run_peer
 
         rec = run_peer(out, track, e, seed, budget, protocol, progress=progress, log=log)
-        return _finish(p, rec, track, e, seed, budget, protocol)
+        return _finish(p, {**started, **rec}, track, e, seed, budget, protocol)
     from ..train.checkpoint import latest_checkpoint
     from ..train.run import train
 
@@ -236,7 +237,7 @@ def run_cell(out: Path, track: Track, e: Entry, seed: int, budget: float, protoc
         "recipe": e.recipe, "overrides": list(e.overrides), "registered_model": cfg["model"],
         "steps": summary.get("steps"), "train_s": summary.get("train_time_s"), "stopped_by": summary.get("stopped_by"),
         "parameters": summary.get("parameters"), "images_per_s": summary.get("images_per_s"),
-        "precision": summary.get("precision"), "fingerprint": fp, **ev,
+        "precision": summary.get("precision"), "fingerprint": fp, **started, **ev,
         "eval_s": round(time.perf_counter() - t_eval, 1),
     }
     return _finish(p, rec, track, e, seed, budget, protocol)
@@ -248,7 +249,7 @@ def _finish(p: dict, rec: dict, track: Track, e: Entry, seed: int, budget: float
         "format": CELL_FORMAT, "cell": cell_id(track, e, seed), "track": track.name, "model": e.name, "family": e.family,
         "seed": seed, "peer": e.peer, "budget_s": budget, "protocol": dict(protocol),
         **rec,
-        "genzoo_version": __version__, "commit": git_commit(), "machine": m, "machine_line": machine_line(m),
+        "genzoo_version": __version__, "commit": rec.get("commit") or git_commit(), "eval_commit": git_commit(), "machine": m, "machine_line": machine_line(m),
         "torch": m["torch"], "date": _dt.date.today().isoformat(),
         "off_protocol": dict(protocol) != PROTOCOL,
         "command": f"genzoo bench --track {track.name} --only {e.name} --seeds {seed} --budget {budget:g}"
