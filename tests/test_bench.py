@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from genzoo.bench import harness as H
-from genzoo.bench.tracks import TRACKS, Entry, Track, membership
-from genzoo.cli import SMOKE_PROTOCOL, main
+from genzoo.bench.tracks import SMOKE_PROTOCOL, TRACKS, Entry, Track, membership
+from genzoo.cli import main
 
 TWO_PER_TRACK = {"binary": ["nade", "vae"], "grey": ["gan", "realnvp"], "text": ["charlm", "nanogpt_cpu"],
                  "vector": ["realnvp@8gaussians", "zuko_nsf@8gaussians"]}

@@ -459,10 +459,9 @@ def _eval_and_write(args, metrics, run_evaluation) -> int:
     return 0
 
 
-SMOKE_PROTOCOL = {"n_samples": 200, "nll_examples": 100, "min_set": 100, "grid": 16, "eval_cap_s": 120}
-
-
 def cmd_bench(args) -> int:
+    from .bench.tracks import SMOKE_PROTOCOL
+
     if args.seeds is not None:
         try:
             seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

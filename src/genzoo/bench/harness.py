@@ -21,15 +21,14 @@ date, the evaluation's seconds, and the command that re-runs it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as _dt
 import hashlib
 import json
-import math
 import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -216,7 +215,7 @@ def run_cell(out: Path, track: Track, e: Entry, seed: int, budget: float, protoc
         shutil.rmtree(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     p["fingerprint"].write_text(fp + "\n")
-    train_cfg = json.loads(json.dumps(cfg))
+    train_cfg = copy.deepcopy(cfg)
     train_cfg.setdefault("train", {})["progress"] = bool(progress)
     if (run_dir / "train_summary.json").is_file():
         log(f"[bench] {cell_id(track, e, seed)}: trained already; evaluating")
@@ -267,7 +266,7 @@ def evaluate_cell(run_dir: Path, track: Track, e: Entry, protocol: dict, grid: P
     import torch
 
     from ..eval import evaluate_nll
-    from ..eval.runner import default_nll_batch, draw_samples, run_evaluation
+    from ..eval.runner import default_nll_batch, draw_samples, eval_sample_options, run_evaluation
     from ..train.run import load_data, load_run
     from ..viz import save_samples
 
@@ -292,9 +291,7 @@ def evaluate_cell(run_dir: Path, track: Track, e: Entry, protocol: dict, grid: P
             res["nll_note"] = (f"a fixed random {n}-example subset of the {split} split: all {full} would take "
                                f"~{per * full / 3600:.1f} h on this machine (measured on {probe})")
         metrics.append("nll")
-    sample_opts = dict(cfg.get("sample") or {})
-    sample_opts.update((cfg.get("eval") or {}).get("sample") or {})  # as run_evaluation merges them
-    sample_opts.update(e.sample)
+    sample_opts = eval_sample_options(cfg, e.sample)
     n_samples = 0
     if e.samples and spec.kind != "text":
         g, t = _timed(lambda: draw_samples(model, int(protocol["grid"]), batch_size=int(protocol["grid"]), seed=123,
@@ -471,11 +468,7 @@ def status_table(out, tracks=None, budget=None, protocol=None) -> list[tuple[str
     return rows
 
 
-def cpu_hours(records) -> float:
-    return sum((r.get("train_s") or 0) + (r.get("eval_s") or 0) for r in records) / 3600 if records else math.nan
-
-
-__all__ = ["run_bench", "run_cell", "evaluate_cell", "plan", "cell_status", "status_table", "machine_info", "sys"]
+__all__ = ["run_bench", "run_cell", "evaluate_cell", "plan", "cell_status", "status_table", "machine_info", "nfe_sweep"]
 
 
 # ----------------------------------------------------------------------------- FID against NFE

@@ -65,14 +65,12 @@ def run_peer(out: Path, track, e, seed: int, budget: float, protocol: dict, *, p
     return rec
 
 
-def _sample_quality(fake, data, train_data, protocol, extractor="auto") -> dict:
-    from ..eval import fid_floor, sample_metrics
+def _sample_quality(fake, data, train_data) -> dict:
+    """The protocol's sample metrics (genzoo.eval.runner.score_samples, as for every genzoo cell)."""
+    from ..eval.runner import score_samples
 
-    n = fake.shape[0]
-    real = data.tensor(seed=0, limit=n)
-    sm = sample_metrics(fake, real, metrics=("fid", "kid", "pr"), extractor=extractor, spec=data.spec)
-    sm["fid_floor"] = fid_floor(real, train_data.tensor(seed=1, limit=real.shape[0]), extractor=extractor, spec=data.spec)
-    sm["n_samples"], sm["n_real"] = n, int(real.shape[0])
+    sm = score_samples(fake, data, train_data, ("fid", "kid", "pr"), "auto")
+    sm["n_samples"], sm["n_real"] = int(fake.shape[0]), sm["num_real"]
     return sm
 
 
@@ -93,10 +91,9 @@ def _diffusers_ddpm(run_dir, grid, track, e, seed, budget, protocol, log=print) 
     save_samples(g, grid, data.spec)
     n = min(int(protocol["n_samples"]), len(data))
     t_eval = time.perf_counter()
-    t0 = time.perf_counter()
     fake = D.sample(unet, n, steps=50, batch_size=250, seed=seed)
-    s = time.perf_counter() - t0
-    sm = _sample_quality(fake, data, load_data({"name": "mnist", "dequantize": "uniform"}, "train"), protocol)
+    s = time.perf_counter() - t_eval
+    sm = _sample_quality(fake, data, lambda: load_data({"name": "mnist", "dequantize": "uniform"}, "train"))
     sm.update({"seconds_per_1000_samples": round(1000 * s / n, 2), "sample_precision": "bf16 autocast",
                "sample_options": {"sampler": "diffusers DDIMScheduler", "steps": 50}})
     return {"registered_model": None, "steps": summary["steps"], "train_s": summary["train_seconds"], "stopped_by": "time budget",
@@ -138,7 +135,7 @@ def _zuko(run_dir, grid, track, e, seed, budget, protocol, log=print) -> dict:
         fake = flow().sample((min(int(protocol["n_samples"]), xt.shape[0]),))
     ent = float(-TOY_LOG_PROB[data_name](xt.double()).mean())
     save_samples(fake[:2000], grid, test_d.spec)
-    sm = _sample_quality(fake, test_d, train_d, protocol)
+    sm = _sample_quality(fake, test_d, train_d)
     out = {"registered_model": None, "steps": step, "train_s": round(train_s, 1), "stopped_by": "time budget",
            "parameters": sum(q.numel() for q in flow.parameters()), "images_per_s": round(step * st["batch"] / train_s, 1),
            "precision": "fp32", "split": "test", "grid": grid.name,

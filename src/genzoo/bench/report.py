@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 import math
 import statistics
 from pathlib import Path
 
 from .tracks import PROTOCOL, TRACKS, Track
 
-#: the likelihood column of each track: (header, field of cell["nll"], lower is better)
-LIK = {"binary": ("NLL (nats)", "nats"), "grey": ("bits/dim", "bits_per_dim"), "text": ("bits/char", "bits_per_dim"),
-       "vector": ("NLL - H (nats)", "kl_nats")}
+#: the likelihood field of cell["nll"] for each track (lower is better; the column header is the track's unit)
+LIK = {"binary": "nats", "grey": "bits_per_dim", "text": "bits_per_dim", "vector": "kl_nats"}
 
 
 def load_cells(out: Path) -> list[dict]:
@@ -60,7 +58,7 @@ def _status(out: Path, rec: dict) -> str:
 
 def _lik(track: str, rec: dict):
     n = rec.get("nll") or {}
-    v = n.get(LIK[track][1])
+    v = n.get(LIK[track])
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
@@ -188,7 +186,7 @@ def markdown(out: Path, cells: list[dict], with_membership: bool = True, include
         rows, notes = track_rows(out, t, cells, include_off)
         lines += [f"## {t.title}", "", f"Data: {t.data}. Budget {_budget_words(rows, t)} per cell; "
                   f"{notes['cells']} cells, {notes['cpu_hours']:.1f} CPU-hours (training + evaluation).", ""]
-        cols = [(LIK[t.name][0] if c == "LIK" else c, k) for c, k in COLUMNS]
+        cols = [(t.unit if c == "LIK" else c, k) for c, k in COLUMNS]
         if rows:
             lines.append("| " + " | ".join(c for c, _ in cols) + " |")
             lines.append("|" + "---|" * len(cols))
@@ -272,7 +270,8 @@ def write_plots(folder: Path, out: Path, cells: list[dict], include_off: bool = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder.mkdir(parents=True, exist_ok=True)
+    from ..viz import _save_figure
+
     paths = []
     colours = {"autoregressive": "C0", "vae": "C1", "flows": "C2", "gan": "C3", "diffusion": "C4", "vq": "C5"}
     for t in TRACKS.values():
@@ -287,20 +286,9 @@ def write_plots(folder: Path, out: Path, cells: list[dict], include_off: bool = 
                 for r in rr:
                     ax.annotate(r["model"] + (" (peer)" if r["peer"] else ""), (r["s_per_1000"], r["fid"]), fontsize=7,
                                 xytext=(3, 3), textcoords="offset points")
-            floor = min((r["fid_floor"] for r in pts if r["fid_floor"]), default=None)
-            if floor:
-                ax.axhline(floor, ls="--", c="grey", lw=0.8, label="floor FID(test, train)")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel("seconds per 1,000 samples (this machine)")
-            ax.set_ylabel("FID (10,000 vs 10,000 test)")
-            ax.set_title(f"{t.title}: sample quality against sampling cost", fontsize=9)
-            ax.legend(fontsize=7)
-            fig.tight_layout()
-            p = folder / f"{t.name}_quality_vs_cost.png"
-            fig.savefig(p, dpi=110)
-            plt.close(fig)
-            paths.append(p)
+            paths.append(_log_plot(fig, ax, min((r["fid_floor"] for r in pts if r["fid_floor"]), default=None), 10,
+                                   "seconds per 1,000 samples (this machine)", "FID (10,000 vs 10,000 test)",
+                                   f"{t.title}: sample quality against sampling cost", folder / f"{t.name}_quality_vs_cost.png"))
         sweeps = [c for c in cells if c["track"] == t.name and c.get("nfe_sweep") and int(c["seed"]) == 0
                   and any(r["model"] == c["model"] for r in rows)]
         if sweeps:
@@ -308,19 +296,10 @@ def write_plots(folder: Path, out: Path, cells: list[dict], include_off: bool = 
             for c in sweeps:
                 pts = sorted(c["nfe_sweep"], key=lambda q: q["nfe"])
                 ax.plot([q["nfe"] for q in pts], [q["fid"] for q in pts], marker="o", label=c["model"])
-            floor = min(q["fid_floor"] for c in sweeps for q in c["nfe_sweep"])
-            ax.axhline(floor, ls="--", c="grey", lw=0.8, label="floor FID(test, train)")
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xlabel("network evaluations per sample (NFE)")
-            ax.set_ylabel("FID")
-            ax.set_title(f"{t.title}: FID against NFE (Euler / DDIM steps; 1000: the recipe's chain)", fontsize=9)
-            ax.legend(fontsize=7)
-            fig.tight_layout()
-            p = folder / f"{t.name}_fid_vs_nfe.png"
-            fig.savefig(p, dpi=110)
-            plt.close(fig)
-            paths.append(p)
+            paths.append(_log_plot(fig, ax, min(q["fid_floor"] for c in sweeps for q in c["nfe_sweep"]), 2,
+                                   "network evaluations per sample (NFE)", "FID",
+                                   f"{t.title}: FID against NFE (Euler / DDIM steps; 1000: the recipe's chain)",
+                                   folder / f"{t.name}_fid_vs_nfe.png"))
         lk = [r for r in rows if r["lik"] is not None]
         if lk:
             lk.sort(key=lambda r: r["lik"])
@@ -328,14 +307,25 @@ def write_plots(folder: Path, out: Path, cells: list[dict], include_off: bool = 
             ax.barh([r["model"] + (" (peer)" if r["peer"] else "") for r in lk], [r["lik"] for r in lk],
                     xerr=[(r["lik_spread"] or 0) / 2 for r in lk], color=[colours.get(r["family"], "k") for r in lk])
             ax.invert_yaxis()
-            ax.set_xlabel(LIK[t.name][0] + " (lower is better)")
+            ax.set_xlabel(t.unit + " (lower is better)")
             ax.set_title(f"{t.title}: likelihood after the budget", fontsize=9)
-            fig.tight_layout()
-            p = folder / f"{t.name}_likelihood.png"
-            fig.savefig(p, dpi=110)
-            plt.close(fig)
-            paths.append(p)
+            paths.append(_save_figure(fig, folder / f"{t.name}_likelihood.png"))
     return paths
+
+
+def _log_plot(fig, ax, floor, xbase, xlabel, ylabel, title, path) -> Path:
+    """Log-log axes, the FID floor as a dashed line, labels, legend; saved by genzoo.viz's one figure writer."""
+    if floor:
+        ax.axhline(floor, ls="--", c="grey", lw=0.8, label="floor FID(test, train)")
+    ax.set_xscale("log", base=xbase)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    from ..viz import _save_figure
+
+    return _save_figure(fig, path)
 
 
 _JS = """
@@ -368,7 +358,7 @@ def write_html(folder: Path, out: Path, cells: list[dict], plots: list[Path], in
     summary = []
     for t in TRACKS.values():
         rows, notes = track_rows(out, t, cells, include_off)
-        head = "".join(f"<th class='{'l' if k in ('model', 'family', 'sampler') else ''}'>{html.escape(LIK[t.name][0] if c == 'LIK' else c)}</th>"
+        head = "".join(f"<th class='{'l' if k in ('model', 'family', 'sampler') else ''}'>{html.escape(t.unit if c == 'LIK' else c)}</th>"
                        for c, k in COLUMNS) + "<th class='l'>samples</th><th class='l'>command</th>"
         body = []
         for r in rows:
@@ -391,7 +381,7 @@ def write_html(folder: Path, out: Path, cells: list[dict], plots: list[Path], in
                 if r["grid"] else "-"
             tds.append(f"<td class='l'>{img}</td><td class='l'><code>{html.escape(r['command'] or '')}</code></td>")
             body.append("<tr>" + "".join(tds) + "</tr>")
-        table = (f"<p><input class='filter' data-table='t-{t.name}' placeholder='filter rows'> click a column header to sort</p>"
+        table = (f"<p><input class='filter' data-table='t-{t.name}' placeholder='filter rows'> Click a column header to sort the rows.</p>"
                  f"<table id='t-{t.name}'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>") \
             if rows else "<p>No finished cell yet.</p>"
         pics = "".join(f"<p><img src='../plots/{p.name}' alt='{html.escape(p.stem)}'></p>" for p in plots
@@ -432,4 +422,4 @@ def write_report(out: Path, *, with_membership: bool = True, include_off: bool =
     return [out / "leaderboard.md", out / "leaderboard.csv", *plots, *pages]
 
 
-__all__ = ["write_report", "load_cells", "track_rows", "markdown", "json"]
+__all__ = ["write_report", "load_cells", "track_rows", "markdown"]

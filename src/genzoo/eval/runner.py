@@ -264,6 +264,29 @@ def split_options(model, options: dict, metrics) -> tuple[dict, dict]:
     return lp, so
 
 
+def eval_sample_options(cfg: dict, extra: dict | None = None) -> dict:
+    """The options of a run's evaluation samples: its recipe's ``sample`` section, then ``eval.sample``, then ``extra``."""
+    opts = dict(cfg.get("sample") or {})
+    opts.update((cfg.get("eval") or {}).get("sample") or {})
+    opts.update(extra or {})
+    return opts
+
+
+def score_samples(fake, data, train_data, metrics, extractor, *, seed: int = 0, split: str = "test") -> dict:
+    """The sample metrics of ``fake`` against as many examples of ``data`` (fixed by ``seed``), and with "fid" the
+    floor FID(data, train) at the same size and features. ``train_data``: the training split, or a callable
+    returning it (loaded only for the floor)."""
+    from . import fid_floor, sample_metrics
+
+    real = data.tensor(seed=seed, limit=fake.shape[0])
+    out = sample_metrics(fake, real, metrics=metrics, extractor=extractor, spec=data.spec)
+    if "fid" in metrics:
+        tr = train_data() if callable(train_data) else train_data
+        out["fid_floor"] = fid_floor(real, tr.tensor(seed=seed + 1, limit=real.shape[0]), extractor=extractor, spec=data.spec)
+        out["fid_floor_protocol"] = f"FID({split} split, train split), {real.shape[0]} images each, same features"
+    return out
+
+
 def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples: int | None = None,
                    nll_limit: int | None = None, log_prob_opts: dict | None = None, sample_opts: dict | None = None,
                    options: dict | None = None, extractor=None, allow_small: bool = False, ema: bool = True,
@@ -285,7 +308,7 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
     ``batch_size``: images per sample call and examples per log_prob call (default: the model's
     measured chunks, :func:`default_chunk` / :func:`default_nll_batch`); recorded in the result.
     """
-    from . import evaluate_nll, fid_floor, sample_metrics
+    from . import evaluate_nll
     from .features import get_extractor
 
     from ..memory import keep_freed_memory, memory_setting
@@ -306,9 +329,7 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
     nll_limit = nll_limit if nll_limit is not None else ev.get("nll_limit", 0)
     lp_opts = dict(ev.get("log_prob") or {})
     lp_opts.update(log_prob_opts or {})
-    s_opts = dict(cfg.get("sample") or {})
-    s_opts.update(ev.get("sample") or {})
-    s_opts.update(sample_opts or {})
+    s_opts = eval_sample_options(cfg, sample_opts)
     if any(m in metrics for m in SAMPLE_METRICS):
         model.check_options(s_opts, model.sample_options)
     data = load_data(cfg["data"], split)
@@ -352,20 +373,17 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
         t0 = _time.perf_counter()
         fake = draw_samples(model, n_samples, batch_size=chunk, seed=seed, progress=progress, **s_opts)
         sample_s = _time.perf_counter() - t0
-        real = data.tensor(seed=seed, limit=n_samples)
-        res["sample_metrics"] = sample_metrics(fake, real, metrics=sm, extractor=ext, spec=data.spec)
-        res["sample_metrics"].update({"n_samples": n_samples, "n_real": int(real.shape[0]), "sample_options": s_opts,
+        res["sample_metrics"] = score_samples(fake, data, lambda: load_data(cfg["data"], "train"), sm, ext, seed=seed,
+                                              split=split)
+        n_real = res["sample_metrics"]["num_real"]
+        res["sample_metrics"].update({"n_samples": n_samples, "n_real": n_real, "sample_options": s_opts,
                                       "min_set_size": MIN_SET_SIZE, "chunk": chunk,
                                       "sample_precision": sample_precision(model, s_opts, dev),
                                       "seconds_per_1000_samples": round(1000 * sample_s / max(n_samples, 1), 2)})
-        if min(n_samples, real.shape[0]) < MIN_SET_SIZE:
+        if min(n_samples, n_real) < MIN_SET_SIZE:
             res["sample_metrics"]["small_sets"] = True
             res["sample_metrics"]["warning"] = (f"fewer than {MIN_SET_SIZE} samples or reference examples (--allow-small): "
                                                 "biased, comparable only with numbers at the same sizes")
-        if "fid" in sm:
-            train = load_data(cfg["data"], "train").tensor(seed=seed + 1, limit=real.shape[0])
-            res["sample_metrics"]["fid_floor"] = fid_floor(real, train, extractor=ext, spec=data.spec)
-            res["sample_metrics"]["fid_floor_protocol"] = f"FID({split} split, train split), {real.shape[0]} images each, same features"
     folder = Path(out).parent if out else Path(run_dir)
     pending = []
     if "probe" in metrics:
