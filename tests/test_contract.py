@@ -1,0 +1,235 @@
+"""The model contract, over everything registered (issue 30, items 7 and "behaviour unchanged").
+
+* ``test_recipe_contract``: every recipe in configs/ builds its model on its data, ``loss`` returns a
+  finite scalar "loss" (one per player for multi-player models), ``sample`` gives the data's shape
+  with the cheapest options the model declares, ``log_prob`` (where the model has one) is (B,) and
+  finite, and the state dict round-trips through a checkpoint (safetensors) bit for bit.
+* ``test_every_registered_model_has_a_recipe``: so the contract above covers every model.
+* ``test_golden``: for one recipe per family (and each model the redesign touches: NVAE's KL warm-up
+  counter, Shortcut's EMA targets, WGAN's weight clipping, the Transformer's auxiliary loss, the VQ
+  prior's tokenizer), three fp32 training steps from the recipe's seed give the losses, weights,
+  samples and log_prob stored in tests/golden/contract.json. On the machine that wrote the file (same
+  torch, CPU and thread count) every figure must be identical (sha256 of the tensors); elsewhere the
+  floats must agree to rtol 1e-3 and the samples are not compared (a discrete draw may flip).
+  ``python tests/test_contract.py --write`` rewrites the file; do that only for a change that is
+  meant to change the numbers, and say so in the commit.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import platform
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from genzoo.catalog import load_catalog
+from genzoo.config import CONFIG_DIR, apply_overrides, load_recipe, parse_overrides
+from genzoo.registry import list_models
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "contract.json"
+RECIPES = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+CATALOG = load_catalog()["models"]
+
+TINY_TRAIN = ["train.steps=3", "train.batch_size=4", "train.log_every=1", "train.ckpt_every=0", "train.sample_every=0",
+              "train.valid_every=0", "train.precision=fp32", "train.num_samples=2", "train.time_budget=0",
+              "train.keep_best=false", "train.progress=false", "train.init_from="]
+
+# one recipe per family, and every model the redesign touches
+GOLDEN_RECIPES = ["vae", "nvae", "nade", "charlm", "realnvp", "tarflow", "ddpm", "shortcut", "gan", "wgan", "vqvae",
+                  "vq_prior"]
+
+
+def cheap_options(model: str, instance=None) -> tuple[dict, dict]:
+    """The cheapest sample / log_prob options a model declares (its own option names, not a per-model list)."""
+    s_opts, l_opts = set(CATALOG[model]["sample_options"]), set(CATALOG[model]["log_prob_options"])
+    bound = getattr(instance, "likelihood", None) == "bound"
+    sample, lp = {}, {}
+    if "steps" in s_opts:
+        sample["steps"] = 2
+    if "sampler" in s_opts:
+        sample["sampler"] = "euler"
+    if "length" in s_opts:
+        sample["length"] = 8
+    if "progress" in s_opts:
+        sample["progress"] = False
+    if "method" in l_opts:                       # the probability-flow ODE: one fixed Euler step
+        lp["method"] = "euler"
+    if "k" in l_opts and bound:                  # importance samples of a bound (a flow takes k only when variational)
+        lp["k"] = 2
+    if "t_samples" in l_opts:
+        lp["t_samples"] = 2
+    return sample, lp
+
+
+@pytest.fixture(scope="module")
+def tokenizer_run(tmp_path_factory):
+    """A tiny trained VQ-VAE run for the VQ prior (which reads its tokenizer from a run folder)."""
+    from genzoo.train.run import train
+
+    d = tmp_path_factory.mktemp("tok") / "vqvae"
+    train(apply_overrides(load_recipe("vqvae"), parse_overrides(TINY_TRAIN)), d)
+    return d
+
+
+def _recipe_cfg(name: str, tokenizer_run=None, extra=()) -> dict:
+    cfg = load_recipe(name)
+    over = list(TINY_TRAIN) + list(extra)
+    if cfg["model"] == "vq_prior":
+        over.append(f"model.tokenizer={tokenizer_run}")
+    return apply_overrides(cfg, parse_overrides(over))
+
+
+def _batch(data, n: int):
+    x, y = data.get_batch(torch.arange(n), torch.Generator().manual_seed(0))
+    return x, y
+
+
+def test_every_registered_model_has_a_recipe():
+    have = {load_recipe(r)["model"] for r in RECIPES}
+    assert set(list_models()) - have == set(), "models no recipe builds (the contract test would miss them)"
+    assert set(CATALOG) == set(list_models())
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_contract(recipe, request, tmp_path):
+    from genzoo.train.checkpoint import load_checkpoint, save_checkpoint
+    from genzoo.train.run import prepare
+
+    raw = load_recipe(recipe)
+    tok = request.getfixturevalue("tokenizer_run") if raw["model"] == "vq_prior" else None
+    cfg, train_data, _, model = prepare(_recipe_cfg(recipe, tok))
+    spec = train_data.spec
+    x, y = _batch(train_data, 4)
+    batch = (x, y) if model.uses_labels else x
+    torch.manual_seed(0)
+    players = model.players()
+    losses = [model.loss(batch, player=p) for p in players] if players else [model.loss(batch)]
+    for out in losses:
+        assert isinstance(out, dict) and "loss" in out, out
+        assert out["loss"].ndim == 0 and torch.isfinite(out["loss"]), out["loss"]
+    model.eval()
+    s_opts, l_opts = cheap_options(cfg["model"], model)
+    with torch.no_grad():
+        s = model.sample(2, generator=torch.Generator().manual_seed(0), **s_opts)
+    want = (2, *spec.shape) if spec.kind != "text" else (2,)
+    assert tuple(s.shape)[: len(want)] == want, (s.shape, want)
+    assert torch.isfinite(s.float()).all()
+    if model.likelihood != "none":
+        with torch.no_grad():
+            lp = model.log_prob(x[:2], **l_opts)
+        assert lp.shape == (2,) and torch.isfinite(lp).all(), lp
+    else:
+        from genzoo.errors import ConfigError
+
+        with pytest.raises(ConfigError):
+            model.log_prob(x[:2])
+    state = model.state_dict()
+    path = save_checkpoint(tmp_path / "ck", 0, model_state=state, ema_state=None, extra={})
+    back = load_checkpoint(path)["model"]
+    assert set(back) == set(state)
+    for k, v in state.items():
+        assert back[k].dtype == v.dtype and torch.equal(back[k], v), k
+
+
+# ------------------------------------------------------------------ golden figures
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"torch {torch.__version__} | {cpu} | {torch.get_num_threads()} threads"
+
+
+def _sha(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.detach().contiguous().cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+def _proj(t: torch.Tensor) -> float:
+    """A fixed random projection of the tensor (float64): sensitive to every entry."""
+    flat = t.detach().double().flatten()
+    w = torch.randn(flat.numel(), generator=torch.Generator().manual_seed(1234), dtype=torch.float64)
+    return float(flat @ w)
+
+
+def golden_figures(recipe: str, tmp: Path, tokenizer_run=None) -> dict:
+    from genzoo.train.run import load_data, load_run, train
+
+    run = tmp / recipe
+    train(_recipe_cfg(recipe, tokenizer_run), run)
+    losses = {}
+    with open(run / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            for k, v in row.items():
+                if v and not any(s in k for s in ("img", "image", "per_s", "epoch", "time", "sec", "lr", "step")):
+                    try:
+                        losses.setdefault(k, []).append(float(v))
+                    except ValueError:
+                        pass
+    model, cfg, spec = load_run(run, ema=False, best=False)
+    weights = torch.cat([v.detach().double().flatten() for _, v in sorted(model.state_dict().items())
+                         if v.is_floating_point()])
+    s_opts, l_opts = cheap_options(cfg["model"], model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        s = model.sample(2, generator=torch.Generator().manual_seed(0), **s_opts)
+    out = {"losses": losses, "weights_sha": _sha(weights), "weights_proj": _proj(weights),
+           "sample_sha": _sha(s), "sample_proj": _proj(s)}
+    if model.likelihood != "none":
+        x = load_data(cfg["data"], "test").tensor(seed=0, limit=2)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            lp = model.log_prob(x, **l_opts)
+        out["log_prob"] = [float(v) for v in lp]
+    return out
+
+
+def _close(a, b, rtol=1e-3) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], rtol) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_close(u, v, rtol) for u, v in zip(a, b))
+    return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("recipe", GOLDEN_RECIPES)
+def test_golden(recipe, request, tmp_path):
+    stored = json.loads(GOLDEN.read_text())
+    assert recipe in stored["figures"], f"no golden figures for {recipe}: python tests/test_contract.py --write"
+    tok = request.getfixturevalue("tokenizer_run") if load_recipe(recipe)["model"] == "vq_prior" else None
+    got = golden_figures(recipe, tmp_path, tok)
+    want = stored["figures"][recipe]
+    if stored["machine"] == machine():
+        assert got == want, f"{recipe}: the figures changed bit for bit:\n got {got}\nwant {want}"
+    else:
+        for k in ("losses", "weights_proj", "log_prob"):
+            if k in want:
+                assert _close(got[k], want[k]), (recipe, k, got[k], want[k])
+
+
+if __name__ == "__main__":
+    if "--write" not in sys.argv:
+        sys.exit("usage: python tests/test_contract.py --write   (rewrites tests/golden/contract.json)")
+    import tempfile
+
+    from genzoo.train.run import train as _train
+
+    with tempfile.TemporaryDirectory() as td:
+        tok = Path(td) / "tok"
+        _train(apply_overrides(load_recipe("vqvae"), parse_overrides(TINY_TRAIN)), tok)
+        figures = {}
+        for r in GOLDEN_RECIPES:
+            figures[r] = golden_figures(r, Path(td), tok)
+            print(r, figures[r]["weights_sha"], file=sys.stderr)
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps({"machine": machine(), "written_by": "python tests/test_contract.py --write",
+                                  "figures": figures}, indent=1) + "\n")
+    print(f"wrote {GOLDEN}")
