@@ -639,7 +639,9 @@ def _write_images(folder: Path):
 def test_folder_of_images(tmp_path):
     folder = tmp_path / "imgs"
     _write_images(folder)
-    g1 = load_dataset("folder", "full", path=str(folder), image_size=16)
+    auto = load_dataset("folder", "full", path=str(folder), image_size=16)   # colour images: colour by default
+    assert auto.data.shape == (4, 3, 16, 16) and "3 channels (colour" in auto.source
+    g1 = load_dataset("folder", "full", path=str(folder), image_size=16, channels=1)
     assert g1.data.shape == (4, 1, 16, 16) and g1.data.dtype == torch.uint8
     assert g1.spec.shape == (1, 16, 16) and g1.spec.kind == "image" and g1.labels is None
     assert [p.name for p in g1.files] == ["a_grey.png", "b_red.png", "c_blue.jpg", "d_crop.PNG"]

@@ -560,8 +560,10 @@ def test_image_transformer_data_checks():
         g.check_data(DataSpec("mnist", "image", (1, 28, 28), value_range=(-1.0, 1.0), dequantization="uniform", levels=256))
     with pytest.raises(DataError, match="not on that grid"):
         image_model().log_prob(torch.full((1, 1, 2, 3), 0.5))
-    with pytest.raises(ConfigError, match="one-channel"):
-        genzoo.build("image_transformer", shape=(3, 8, 8))
+    with pytest.raises(ConfigError, match=r"images \(C, H, W\)"):
+        genzoo.build("image_transformer", shape=(8, 8))
+    # colour is a sequence of sub-pixels (tests/test_colour.py checks its order)
+    assert genzoo.build("image_transformer", shape=(3, 8, 8), dim=16, depth=1, heads=2).D == 192
 
 
 def test_cli_train_sample_eval_on_digits(tmp_path):

@@ -5,7 +5,8 @@ resolve through :func:`genzoo.data.infer_dataset_from_path` to these loaders.
 
 Folder ("folder", option ``path``): every ``*.png``, ``*.jpg``, ``*.jpeg`` below
 ``path`` (case-insensitive, recursive, sorted by relative path) is opened with PIL,
-converted to "L" (``channels=1``) or "RGB" (``channels=3``), centre-cropped to a square
+converted to "L" (``channels=1``) or "RGB" (``channels=3``; the default ``channels="auto"`` keeps
+colour unless every image is grey, R = G = B), centre-cropped to a square
 and resized to ``image_size`` x ``image_size`` with LANCZOS (antialiased), and kept as uint8
 (N, C, H, W). No labels.
 
@@ -94,7 +95,7 @@ def _load_image(file: Path, channels: int, size: int) -> np.ndarray:
     return arr
 
 
-def load_folder(split: str = "train", *, path, image_size: int = 28, channels: int = 1, binarize: str = "none",
+def load_folder(split: str = "train", *, path, image_size: int = 28, channels="auto", binarize: str = "none",
                 value_range=(-1.0, 1.0), dequantize: str = "none", valid_fraction: float = 0.1) -> ArrayDataset:
     """A folder of images as an ArrayDataset of uint8 (N, channels, image_size, image_size)."""
     root = Path(path).expanduser()
@@ -105,12 +106,25 @@ def load_folder(split: str = "train", *, path, image_size: int = 28, channels: i
     files = list_images(root)
     if not files:
         raise DataError(f"no images found in {root} (looked for {', '.join(IMAGE_SUFFIXES)} recursively); add images or fix the path")
-    data = torch.from_numpy(np.stack([_load_image(f, channels, image_size) for f in files]))
+    if channels not in ("auto", 1, 3):
+        raise ConfigError(f"channels must be auto, 1 or 3, got {channels!r}")
+    data = torch.from_numpy(np.stack([_load_image(f, 1 if channels == 1 else 3, image_size) for f in files]))
+    if channels == "auto":
+        # colour unless every image is grey (R = G = B everywhere): a folder of RGB images keeps its colour
+        grey = bool((data[:, 0] == data[:, 1]).all() and (data[:, 1] == data[:, 2]).all())
+        if grey:
+            data = data[:, :1].contiguous()
+        how = "grey: every image is" if grey else "colour: some image is not"
+        how += " grey; data.channels=1 or 3 chooses"
+    else:
+        how = f"data.channels={channels}"
     data = prepare_static(data, 256, binarize)
     idx = split_indices(len(files), split, valid_fraction)
     ds = image_dataset("folder", data[idx].clone(), None, levels=256, binarize=binarize,
                        value_range=value_range, dequantize=dequantize)
     ds.files = [files[i] for i in idx.tolist()]
+    ds.source = f"{len(files)} images from {root}, {data.shape[1]} channel{'s' if data.shape[1] > 1 else ''} ({how}), " \
+                f"resized to {image_size}x{image_size} (data.image_size)"
     return ds
 
 

@@ -33,6 +33,13 @@ place of 256; static binarisation is one fixed Bernoulli(v / 16) draw with seed 
 Splits from a fixed permutation (numpy ``default_rng(0)``): train 1297, valid 250, test
 250, "full" all 1797 in file order.
 
+CIFAR-10 ("cifar10"; Krizhevsky 2009), 3x32x32 colour, 10 classes, from the official binary
+version (:mod:`genzoo.data.cifar`: where it is looked for, the md5 check, the record layout):
+"train" = the first 45,000 of the 50,000 training records, "valid" = the last ``valid_size``
+(default 5,000), "test" = the 10,000 test records, "full" = all 50,000 training records; the
+grey-image options of MNIST without binarisation (``value_range``, ``dequantize``: bits/dim over
+3,072 dimensions adds the same 7 or 8 bits). ``dataset.source`` says where the records came from.
+
 Toys (:mod:`genzoo.data.toys`), text (:mod:`genzoo.data.text`) and your own folders and
 arrays (:mod:`genzoo.data.custom`) are documented in their modules.
 """
@@ -146,6 +153,12 @@ def _coerce(entry: DatasetEntry, key: str, value):
             return parse_value_range(value)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
+    if key == "channels":  # "auto" or a number of channels, from Python (3), YAML (3) or the CLI ("3", "auto")
+        out = str(value).strip().lower() if not isinstance(value, bool) else value
+        out = int(out) if isinstance(out, str) and out.isdigit() else out
+        if out not in entry.choices.get(key, (out,)):
+            raise ConfigError(f"bad value for {where}: {value!r}; valid values: {', '.join(map(str, entry.choices[key]))}")
+        return out
     if key in _STR_OPTIONS:
         if isinstance(value, (str, os.PathLike)):
             return os.fspath(value)
@@ -321,6 +334,24 @@ def _load_digits(split, *, root, given, binarize, value_range, dequantize):
                          value_range=value_range, dequantize=dequantize, num_classes=10)
 
 
+def _load_cifar10(split, *, root, given, value_range, dequantize, valid_size):
+    from .cifar import cifar10_arrays, source_description
+
+    x_train, y_train, x_test, y_test, src = cifar10_arrays(root)
+    n = x_train.shape[0]
+    if split in ("train", "valid") and not 0 < valid_size < n:
+        raise ConfigError(f"cifar10: valid_size must be between 1 and {n - 1}, got {valid_size}")
+    if split == "test":
+        x, y = x_test, y_test
+    else:
+        sl = {"train": slice(0, n - valid_size), "valid": slice(n - valid_size, n)}.get(split, slice(0, n))
+        x, y = x_train[sl], y_train[sl]
+    ds = image_dataset("cifar10", torch.from_numpy(x.copy()), torch.from_numpy(y.copy()), levels=256,
+                       value_range=value_range, dequantize=dequantize, num_classes=10)
+    ds.source = source_description(src)
+    return ds
+
+
 # ---------------------------------------------------------------- registry
 
 _IMAGE_OPTIONS = {"binarize": "none", "value_range": (-1.0, 1.0), "dequantize": "none"}
@@ -341,6 +372,13 @@ def _register_all() -> None:
         description="static binarised MNIST (Larochelle & Murray 2011), {0,1} 1x28x28, 50k/10k/10k, no labels",
     )
     register_dataset(
+        "cifar10", _load_cifar10,
+        options={"value_range": (-1.0, 1.0), "dequantize": "none", "valid_size": 5000},
+        choices={"dequantize": DEQUANTIZE_CHOICES},
+        description="CIFAR-10 3x32x32 colour, 10 classes, from the official binary version (--data-root / GENZOO_DATA, "
+                    "else downloaded, md5 checked); train 45k / valid 5k / test 10k; dequantize, value_range",
+    )
+    register_dataset(
         "digits", _load_digits, options=dict(_IMAGE_OPTIONS), choices=_IMAGE_CHOICES,
         description="scikit-learn 8x8 digits, 1x8x8, 17 grey levels, 10 classes; 1297/250/250",
     )
@@ -355,8 +393,8 @@ def _register_all() -> None:
     )
     register_dataset(
         "folder", _load_folder,
-        options={"path": None, "image_size": 28, "channels": 1, **_IMAGE_OPTIONS, "valid_fraction": 0.1},
-        choices={**_IMAGE_CHOICES, "channels": (1, 3)}, required=("path",),
+        options={"path": None, "image_size": 28, "channels": "auto", **_IMAGE_OPTIONS, "valid_fraction": 0.1},
+        choices={**_IMAGE_CHOICES, "channels": ("auto", 1, 3)}, required=("path",),
         description="your images: every PNG/JPEG below path=DIR, centre-cropped and resized to image_size",
     )
     register_dataset(

@@ -17,6 +17,16 @@ The sequence fed to the Transformer is [BOS, x_1, ..., x_{D-1}] (BOS = an extra 
 output at index i is the distribution of x_{i+1}. Input index i carries the grid position of the
 pixel it predicts, so the relative offsets the attention sees are those between pixels.
 
+Colour images (C, H, W) are sequences of sub-pixels (Parmar et al. 2018, sec. 3: the channels of a
+pixel one after the other), D = C H W: pixel by pixel in raster order and within a pixel R, then G
+given R, then B given R and G, as PixelCNN's order:
+
+    log p(x) = sum_{pixels p} sum_{c=1}^{C} log p(x_{p,c} | x_{<p}, x_{p,<c}).
+
+The C inputs of a pixel share its grid position and carry a learned sub-position embedding (the
+Transformer's ``grid_repeat``), so each knows which channel it predicts. One channel (C = 1) is the
+plain pixel sequence above.
+
 Sampling is pixel by pixel with a KV cache (one one-token pass per pixel; ``use_cache=False``
 recomputes the whole prefix each step and gives the same samples, slower); ``temperature``
 divides the logits; ``observed`` + ``mask`` complete a partially observed image (inpainting:
@@ -48,13 +58,13 @@ class ImageTransformer(GenerativeModel):
     def __init__(self, shape=(1, 28, 28), levels: int = 2, dim: int = 64, depth: int = 4, heads: int = 4,
                  pos: str = "rope2d", rope_pairing: str = "interleaved", mlp_ratio: float = 4.0, dropout: float = 0.0,
                  value_range=(-1.0, 1.0)):
-        """shape (1, H, W); levels: 2 (binary {0, 1} pixels) or 256 (grey levels of un-dequantised
+        """shape (C, H, W) (C = 3: colour, sub-pixel order); levels: 2 (binary {0, 1} pixels) or 256 (levels of un-dequantised
         data in ``value_range``); dim/depth/heads/mlp_ratio/dropout: the Transformer; pos: any
         position kind of :class:`~genzoo.nn.transformer.Transformer` (rope2d default)."""
         super().__init__()
         shape = tuple(int(s) for s in shape)
-        if len(shape) != 3 or shape[0] != 1:
-            raise ConfigError(f"image_transformer models one-channel images (1, H, W), got shape {shape}")
+        if len(shape) != 3 or shape[0] < 1:
+            raise ConfigError(f"image_transformer models images (C, H, W), got shape {shape}")
         if levels not in (2, 256):
             raise ConfigError(f"image_transformer levels must be 2 (binary) or 256 (grey levels), got {levels}")
         if pos not in POSITIONS:
@@ -62,11 +72,12 @@ class ImageTransformer(GenerativeModel):
         if pos == "rope-tie":
             raise ConfigError("pos='rope-tie' is for sequences that mix text and image patches; use rope2d (or rope) here")
         self.shape, self.levels, self.value_range = shape, levels, tuple(float(v) for v in value_range)
-        self.D = shape[1] * shape[2]
+        self.C = shape[0]
+        self.D = shape[0] * shape[1] * shape[2]
         try:
             self.net = Transformer(dim, depth, heads, vocab_size=levels + 1, out_dim=levels, causal=True, max_len=self.D,
                                    pos=pos, rope_pairing=rope_pairing, grid=(shape[1], shape[2]), mlp_ratio=mlp_ratio,
-                                   dropout=dropout)
+                                   dropout=dropout, grid_repeat=self.C)
         except ValueError as e:
             raise ConfigError(str(e)) from e
         self.bos = levels
@@ -88,17 +99,23 @@ class ImageTransformer(GenerativeModel):
                                   f"{tuple(spec.value_range)}; set model.value_range={list(spec.value_range)}")
 
     def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) data -> (B, D) int64 pixel values 0 .. levels - 1 (raster order)."""
-        x = x.reshape(x.shape[0], -1)
+        """(B, C, H, W) data -> (B, D) int64 values 0 .. levels - 1 in sub-pixel raster order (pixels row by
+        row, and within a pixel its channels: R, G, B)."""
+        x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
         if self.levels == 2:
             k = x.round().long()
         else:
             lo, hi = self.value_range
             k = ((x - lo) / (hi - lo) * 255).round().long()
-        if bool(((k < 0) | (k >= self.levels)).any()) or not torch.allclose(self.from_tokens(k).reshape(x.shape), x.float(), atol=1e-3):
+        if bool(((k < 0) | (k >= self.levels)).any()) or not torch.allclose(self.from_tokens(k), x.float(), atol=1e-3):
             raise DataError(f"image_transformer expects {'binary {0, 1}' if self.levels == 2 else '256-level'} pixels, "
                             f"got values in [{float(x.min()):.3g}, {float(x.max()):.3g}] that are not on that grid")
         return k
+
+    def to_image(self, v: torch.Tensor) -> torch.Tensor:
+        """(n, D) in sub-pixel raster order -> (n, C, H, W)."""
+        C, H, W = self.shape
+        return v.reshape(v.shape[0], H, W, C).permute(0, 3, 1, 2)
 
     def from_tokens(self, k: torch.Tensor) -> torch.Tensor:
         if self.levels == 2:
@@ -110,7 +127,7 @@ class ImageTransformer(GenerativeModel):
         return torch.cat((torch.full_like(k[:, :1], self.bos), k[:, :-1]), dim=1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) -> (B, D, levels): logits of p(x_i | x_<i) for every pixel i."""
+        """(B, C, H, W) -> (B, D, levels): logits of p(x_i | x_<i) for every sub-pixel i (sub-pixel raster order)."""
         return self.net(self._inputs(self.to_tokens(x)))
 
     # -- interface -------------------------------------------------------------------------------
@@ -147,9 +164,9 @@ class ImageTransformer(GenerativeModel):
                 raise ConfigError(f"observed and mask must have shape {(n, *self.shape)}, got "
                                   f"{tuple(obs.shape)} and {tuple(mask.shape)}")
             obs_k = self.to_tokens(obs.to(dev))
-            mask = mask.to(dev).reshape(n, -1).bool()
+            mask = mask.to(dev).permute(0, 2, 3, 1).reshape(n, -1).bool()
         k = self.net.generate(n, self.D, self.bos, temperature=T, generator=generator,
                               observed=obs_k if obs is not None else None, mask=mask if obs is not None else None,
                               use_cache=bool(opts.get("use_cache", True)), progress=bool(opts.get("progress", False)),
                               desc="pixels")
-        return self.from_tokens(k).reshape(n, *self.shape)
+        return self.to_image(self.from_tokens(k))

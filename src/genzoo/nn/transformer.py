@@ -152,6 +152,9 @@ class Transformer(nn.Module):
             generator, one B shared by every layer; False keeps B = RoPE's generator (exactly
             ``pos="rope"``, at the cost of a matrix exponential).
         grid: (H, W) of the raster-scanned grid for ``pos="rope2d"``.
+        grid_repeat: tokens per grid cell (default 1). R > 1 (the R, G, B sub-pixels of a colour
+            pixel): sequence index i sits in cell i // R (rope2d) and gets a learned sub-position
+            embedding of i % R, added to its input like a learned position.
             ``pos="rope-tie"``: 2-axis RoPE for sequences that mix text and image patches (Su's RoPE-Tie);
             every call passes ``positions`` from :func:`genzoo.nn.rope.rope_tie_positions`.
         attention: "softmax" | "linear" | "vq" (see :mod:`genzoo.nn.attention`).
@@ -181,7 +184,7 @@ class Transformer(nn.Module):
                  rope_learnable: bool | None = None, grid: tuple[int, int] | None = None, attention: str = "softmax", logn_len: int = 0,
                  relative_distance: int = 0, vq_codes: int = 64, vq_block: int = 64, mixer: str = "attention",
                  ssm_state: int = 0, mlp_linear: str = "dense", norm: str = "layernorm", mlp_ratio: float = 4.0,
-                 dropout: float = 0.0, num_classes: int = 0):
+                 dropout: float = 0.0, num_classes: int = 0, grid_repeat: int = 1):
         super().__init__()
         for name, value, valid in (("pos", pos, POSITIONS), ("attention", attention, ATTENTIONS), ("norm", norm, NORMS),
                                    ("rope_pairing", rope_pairing, PAIRINGS), ("mixer", mixer, MIXERS),
@@ -206,12 +209,18 @@ class Transformer(nn.Module):
                              f"or sinusoidal (got pos={pos!r}, causal={causal})")
         self.dim, self.depth, self.heads, self.causal, self.max_len, self.pos = dim, depth, heads, causal, max_len, pos
         self.grid = tuple(grid) if grid is not None else None
+        if int(grid_repeat) < 1:
+            raise ValueError(f"grid_repeat must be >= 1, got {grid_repeat}")
+        self.grid_repeat = int(grid_repeat)
         self.embed = nn.Embedding(vocab_size, dim) if vocab_size is not None else nn.Linear(in_dim, dim)
         self.pos_table = nn.Embedding(max_len, dim) if pos == "learned" else None
         if int(num_classes) < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         self.num_classes = int(num_classes)
         self.class_embed = nn.Embedding(self.num_classes + 1, dim) if self.num_classes > 0 else None
+        # tokens per grid cell > 1 (colour sub-pixels R, G, B of one pixel): a learned embedding of the
+        # sub-position (index % grid_repeat), so the input at index i knows which sub-pixel it predicts
+        self.sub_embed = nn.Embedding(self.grid_repeat, dim) if self.grid_repeat > 1 else None
         head_dim = dim // heads
         rope = None
         if pos in ("rope", "rope2d", "rope-tie"):
@@ -329,14 +338,17 @@ class Transformer(nn.Module):
         if self.pos_table is not None and start + T > self.max_len:
             raise ValueError(f"sequence of length {start + T} is longer than this Transformer's learned position table "
                              f"(max_len={self.max_len}); extend it with extend_positions() or use a relative/rotary pos")
-        if self.pos == "rope2d" and start + T > self.grid[0] * self.grid[1]:
-            raise ValueError(f"sequence of length {start + T} is longer than the {self.grid[0]}x{self.grid[1]} grid")
+        if self.pos == "rope2d" and positions is None and start + T > self.grid[0] * self.grid[1] * self.grid_repeat:
+            raise ValueError(f"sequence of length {start + T} is longer than the {self.grid[0]}x{self.grid[1]} grid"
+                             + (f" with {self.grid_repeat} tokens per cell" if self.grid_repeat > 1 else ""))
         index = torch.arange(start, start + T, device=x.device)
         h = self.embed(x)
         if self.pos == "learned":
             h = h + self.pos_table(index)
         elif self.pos == "sinusoidal":
             h = h + sinusoidal_table(index, self.dim).to(h.dtype)
+        if self.sub_embed is not None:
+            h = h + self.sub_embed(index % self.grid_repeat)
         if self.class_embed is not None:
             if cond is None:
                 cond = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
@@ -352,7 +364,7 @@ class Transformer(nn.Module):
         if positions is None and self.pos == "rope-tie":
             raise ValueError("pos='rope-tie' needs positions=rope_tie_positions(segments) (genzoo.nn.rope) with every call")
         if positions is None:
-            positions = grid_positions(*self.grid, device=x.device)[index] if self.pos == "rope2d" else index
+            positions = grid_positions(*self.grid, device=x.device)[index // self.grid_repeat] if self.pos == "rope2d" else index
         h = self.drop(h)
         aux = torch.zeros((), device=x.device)
         for i, block in enumerate(self.blocks):

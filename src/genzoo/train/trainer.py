@@ -515,6 +515,11 @@ class Trainer:
                        f"at step {self.step} of {cfg.steps}"
                        f"{f' (time budget {cfg.time_budget:g} s, {self.train_time:.0f} s spent)' if cfg.time_budget > 0 else ''}; "
                        f"precision {self.precision}")
+        source = getattr(self.train_data, "source", None)
+        note = f"data: {self.spec.describe()}, {len(self.train_data):,} training examples" + (f"; {source}" if source else "")
+        self._log.line(note)
+        if pbar is not None:
+            pbar.write(f"[genzoo] {note}", file=sys.stderr)
         stop_reason = "steps"
         if cfg.time_budget > 0 and self.train_time >= cfg.time_budget:  # a budget-stopped run, resumed as it was
             stop_reason = f"time budget {cfg.time_budget:g}s"

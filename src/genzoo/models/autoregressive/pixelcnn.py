@@ -53,14 +53,22 @@ def raster_order(shape: tuple[int, int, int]) -> torch.Tensor:
 class _ImageAutoregressive(AutoregressiveModel):
     """Shared by the PixelCNNs: image shape checks, raster ordering, the masked 1x1 output head."""
 
-    def _init_image(self, shape, output, levels, value_range, nr_mix, channels: int) -> None:
+    def _init_image(self, shape, output, levels, value_range, nr_mix, channels, head_channels) -> tuple[int, int]:
+        """Checks the shape; returns (channels, head_channels), a default (None) rounded up to a multiple of C."""
         self._init_output(shape, output, levels, value_range, nr_mix)
         if len(self.shape) != 3:
             raise ConfigError(f"{type(self).__name__} needs image data (C, H, W), got shape {self.shape}")
         C = self.shape[0]
-        if int(channels) < 1 or int(channels) % C:
-            raise ConfigError(f"{type(self).__name__} channels={channels} must be a positive multiple of the "
-                              f"{C} colour channels (one group of feature maps per colour)")
+        out = []
+        for name, value, default in (("channels", channels, 32), ("head_channels", head_channels, 64)):
+            if value is None:  # the default width, rounded up so that it splits into C colour groups (32 -> 33 for RGB)
+                value = -(-default // C) * C
+            if int(value) < 1 or int(value) % C:
+                raise ConfigError(f"{type(self).__name__} {name}={value} must be a positive multiple of the "
+                                  f"{C} colour channels (one group of feature maps per colour); leave it out for the "
+                                  f"default {default} rounded up to a multiple of {C}")
+            out.append(int(value))
+        return out[0], out[1]
 
     def _head(self, in_channels: int, hidden: int) -> nn.Sequential:
         """ReLU, 1x1 mask B (in -> hidden), ReLU, 1x1 mask B (hidden -> P * C parameters)."""
@@ -100,20 +108,21 @@ class PixelCNN(_ImageAutoregressive):
 
     Args:
         shape: (C, H, W).
-        channels: h; the residual stream has 2h feature maps (a multiple of C).
+        channels: h; the residual stream has 2h feature maps (a multiple of C). Default: 32, rounded up to a
+            multiple of C (33 for colour).
         blocks: number of residual blocks.
         kernel_size: the masked convolution in each block (3 in the paper).
         first_kernel: the mask-A input convolution (7 in the paper).
-        head_channels: width of the 1x1 output layers.
+        head_channels: width of the 1x1 output layers (a multiple of C; default 64, 66 for colour).
         output, levels, value_range, nr_mix: per-pixel distribution (see
             :mod:`genzoo.models.autoregressive.base`).
     """
 
-    def __init__(self, shape: tuple = (1, 28, 28), channels: int = 32, blocks: int = 7, kernel_size: int = 3,
-                 first_kernel: int = 7, head_channels: int = 64, output: str = "bernoulli", levels: int = 256,
+    def __init__(self, shape: tuple = (1, 28, 28), channels: int | None = None, blocks: int = 7, kernel_size: int = 3,
+                 first_kernel: int = 7, head_channels: int | None = None, output: str = "bernoulli", levels: int = 256,
                  value_range: tuple = (-1.0, 1.0), nr_mix: int = 5):
         super().__init__()
-        self._init_image(shape, output, levels, value_range, nr_mix, channels)
+        channels, head_channels = self._init_image(shape, output, levels, value_range, nr_mix, channels, head_channels)
         if kernel_size % 2 == 0 or first_kernel % 2 == 0:
             raise ConfigError(f"PixelCNN kernels must be odd, got kernel_size={kernel_size}, first_kernel={first_kernel}")
         C, h = self.shape[0], int(channels)
@@ -133,19 +142,20 @@ class GatedPixelCNN(_ImageAutoregressive):
 
     Args:
         shape: (C, H, W).
-        channels: p, feature maps of each stack (a multiple of C).
+        channels: p, feature maps of each stack (a multiple of C). Default: 32, rounded up to a multiple of
+            C (33 for colour).
         layers: gated layers; the first uses ``first_kernel`` and mask A, the others
             ``kernel_size`` and mask B with a residual horizontal stack.
         kernel_size, first_kernel: odd kernel widths.
-        head_channels: width of the 1x1 output layers.
+        head_channels: width of the 1x1 output layers (a multiple of C; default 64, 66 for colour).
         output, levels, value_range, nr_mix: per-pixel distribution.
     """
 
-    def __init__(self, shape: tuple = (1, 28, 28), channels: int = 32, layers: int = 8, kernel_size: int = 3,
-                 first_kernel: int = 7, head_channels: int = 64, output: str = "bernoulli", levels: int = 256,
+    def __init__(self, shape: tuple = (1, 28, 28), channels: int | None = None, layers: int = 8, kernel_size: int = 3,
+                 first_kernel: int = 7, head_channels: int | None = None, output: str = "bernoulli", levels: int = 256,
                  value_range: tuple = (-1.0, 1.0), nr_mix: int = 5):
         super().__init__()
-        self._init_image(shape, output, levels, value_range, nr_mix, channels)
+        channels, head_channels = self._init_image(shape, output, levels, value_range, nr_mix, channels, head_channels)
         if kernel_size % 2 == 0 or first_kernel % 2 == 0:
             raise ConfigError(f"gated PixelCNN kernels must be odd, got kernel_size={kernel_size}, first_kernel={first_kernel}")
         if int(layers) < 1:
