@@ -1,13 +1,14 @@
 # genzoo: two commands on a fresh machine.
 #   make demo   install what is missing, then train the demo VAE on MNIST (about 2.5 min on 2 cores)
 #   make test   install what is missing, then run the test suite
+#   make docs   build the documentation site into site/ (offline, --strict); open site/index.html
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.genzoo-installed
 
-.PHONY: demo test install clean browser
+.PHONY: demo test install clean browser docs
 
 install: $(STAMP)
 
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# torch first, pinned: an unpinned torch may pull a multi-GB CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==$(TORCH_VERSION)" || $(PY) -m pip install torch
-	$(PY) -m pip install -e ".[dev,peers]"
+	$(PY) -m pip install -e ".[dev,peers,docs]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -27,10 +28,13 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	GENZOO_REQUIRE_PEERS=1 $(PY) -m pytest tests
 
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 browser:
 	@command -v chromedriver >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1; } \
 	  || echo "make: chromium could not be installed; the browser test will skip"
 
 clean:
-	rm -rf $(VENV) runs build src/*.egg-info
+	rm -rf $(VENV) runs build site src/*.egg-info

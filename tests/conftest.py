@@ -17,7 +17,8 @@ import re
 #: GENZOO_REQUIRE_PEERS=1. The `peers-vision` extra (k-diffusion, torchcfm, torch-fidelity) needs
 #: torchvision, which does not install beside the CPU build of torch; its cross-checks may skip.
 REQUIRED_PEERS = {"diffusers", "zuko", "nflows", "normflows", "lion_pytorch", "rotary_embedding_torch",
-                  "vector_quantize_pytorch", "torchdiffeq", "hypothesis"}
+                  "vector_quantize_pytorch", "torchdiffeq", "hypothesis",
+                  "mkdocs"}  # the `docs` extra: CI builds the site with --strict (tests/test_docs.py)
 
 
 def _require_peers() -> bool:

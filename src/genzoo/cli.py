@@ -37,7 +37,7 @@ examples:
   genzoo train vae model.arch=conv train.steps=5000  # override any key (YAML values)
   genzoo train vae_logistic_mnist                    # a named recipe from configs/
   genzoo train --config my.yaml --run-dir runs/x     # your own recipe
-  genzoo train vae --data ./my_pngs data.image_size=28   # your own images (or .npy/.npz)
+  genzoo train vae --data ./my_pngs model.decoder=logistic   # your own images (256 levels; or .npy/.npz)
   genzoo train --resume runs/x                       # continue a killed run where it stopped
   accelerate launch --num_processes 2 -m genzoo.cli train vae   # several processes/GPUs
 
@@ -193,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--smoke", action="store_true", help="an off-protocol check of the harness: 200 samples, 100 test examples, "
                    "small sets allowed (such cells are marked off-protocol; `bench report --smoke` ranks them too)")
     q.add_argument("--progress", action="store_true", help="progress bars while training and evaluating")
+    q.add_argument("--readme", default=None, metavar="README.md", help="report: also put the leaderboard excerpt between "
+                   "the excerpt markers of this file (the project's README)")
 
     q = sub.add_parser("demo", help="train the demo VAE on MNIST (about 2.5 min on 2 cores) and evaluate it")
     q.add_argument("--run-dir", default="runs/demo")
@@ -475,8 +477,16 @@ def cmd_bench(args) -> int:
     if args.action == "report":
         from .bench.report import write_report
 
-        for path in write_report(Path(args.out), include_off=args.smoke):
+        paths = write_report(Path(args.out), include_off=args.smoke)
+        for path in paths:
             print(path)
+        if args.readme:
+            from .bench.report import update_readme
+
+            if args.smoke:
+                raise ConfigError("--readme takes the on-protocol cells only; drop --smoke")
+            changed = update_readme(Path(args.readme), (Path(args.out) / "readme_excerpt.md").read_text().rstrip("\n"))
+            print(f"{args.readme}: leaderboard excerpt {'updated' if changed else 'already up to date'}")
         return 0
     from .bench.harness import nfe_sweep, run_bench, status_table
 

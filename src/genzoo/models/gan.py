@@ -531,9 +531,12 @@ class WGAN(_CriticGAN):
     Args:
         clip: every critic weight is clipped to [-clip, clip] (paper: 0.01).
         d_steps: critic updates per generator update (paper: n_critic = 5).
-        Others: see :class:`AdversarialModel`. The paper trains with RMSProp(5e-5); genzoo's
-        recipe uses Adam with beta1 = 0 (one optimiser kind for every player), which is not
-        RMSProp: it keeps Adam's bias-corrected beta2 second moment, see docs/gans.md.
+        Others: see :class:`AdversarialModel`.
+
+    The paper trains with RMSProp(5e-5); genzoo's recipe uses Adam with beta1 = 0 (one optimiser
+    kind for every player), which is not RMSProp: it keeps Adam's bias-corrected beta2 second
+    moment, see docs/gans.md.
+
     Logged: w1 = E[T(x_r)] - E[T(x_f)], the critic's estimate of K * W1 (K the Lipschitz constant the clipping implies).
     """
 
