@@ -266,3 +266,24 @@ def test_fid_against_nfe_sweep_stores_each_point_and_skips_finished_ones(tmp_pat
     assert all(q["options"]["sampler"] == "euler" and q["n_samples"] == 100 and q["fid"] > q["fid_floor"] for q in rec["nfe_sweep"])
     assert H.nfe_sweep(tmp_path, ["grey"], protocol=proto, log=lambda m: None) == ["grey/fm-s0"]
     assert len(json.loads((tmp_path / "cells/grey/fm-s0.json").read_text())["nfe_sweep"]) == 2  # nothing redone
+
+
+def test_the_readme_excerpt_is_generated_from_the_committed_cells(tmp_path):
+    """README.md's leaderboard block equals what `genzoo bench report --readme` makes of benchmarks/leaderboard/cells."""
+    from genzoo.bench.report import EXCERPT_END, EXCERPT_START, load_cells, readme_excerpt, update_readme
+    from genzoo.errors import ConfigError
+
+    root = Path(__file__).resolve().parents[1]
+    out = root / "benchmarks" / "leaderboard"
+    want = readme_excerpt(out, load_cells(out))
+    readme = (root / "README.md").read_text()
+    start = readme.index(EXCERPT_START.split(" (")[0])
+    got = readme[start: readme.index(EXCERPT_END) + len(EXCERPT_END)]
+    assert got == want, "README's leaderboard block is stale: genzoo bench report --out benchmarks/leaderboard --readme README.md"
+    # and the update is idempotent, refuses a file without markers
+    copy = tmp_path / "README.md"
+    copy.write_text(readme)
+    assert update_readme(copy, want) is False
+    (tmp_path / "plain.md").write_text("# nothing here\n")
+    with pytest.raises(ConfigError, match="no leaderboard excerpt block"):
+        update_readme(tmp_path / "plain.md", want)
