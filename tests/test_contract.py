@@ -20,7 +20,6 @@ import csv
 import hashlib
 import json
 import math
-import platform
 import sys
 from pathlib import Path
 
@@ -138,15 +137,11 @@ def test_recipe_contract(recipe, request, tmp_path):
 
 # ------------------------------------------------------------------ golden figures
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"torch {torch.__version__} | {cpu} | {torch.get_num_threads()} threads"
+    """The bench's machine line (CPU with family / model numbers, ISA, threads, torch): the golden figures'
+    bit-for-bit key."""
+    from genzoo.bench.harness import machine_info, machine_line
+
+    return machine_line(machine_info())
 
 
 def _sha(t: torch.Tensor) -> str:

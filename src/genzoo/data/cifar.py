@@ -95,8 +95,9 @@ def _archives(d: Path) -> list[Path]:
 
 def locate(root=None, download: bool = True) -> Path:
     """The folder or archive that holds the six CIFAR-10 batch files (see the module docstring)."""
-    root = Path(root).expanduser() if root is not None else (
-        Path(os.environ["GENZOO_DATA"]).expanduser() if os.environ.get("GENZOO_DATA") else None)
+    from .files import default_root
+
+    root = Path(root).expanduser() if root is not None else default_root()
     for d in _dirs(root):
         folder = _folder_source(d)
         if folder is not None:
