@@ -35,8 +35,8 @@ MODELS = {
     **{g: (dict(GAN), GRID) for g in ("gan", "wgan", "wgan_gp", "gan_qp", "ogan", "bigan", "bigan_qp")},
     "image_transformer": (dict(levels=256, dim=16, depth=1, heads=2), GRID),
     "vqvae": (dict(channels=16, res_blocks=1, codebook_size=16, code_dim=4), GRID),
-    # perceptual_weight=0: the perceptual loss uses the MNIST feature net (1x28x28) until a CIFAR-10 one ships
-    "vqgan": (dict(channels=16, res_blocks=1, codebook_size=16, code_dim=4, disc_channels=8, perceptual_weight=0.0), GRID),
+    # the perceptual loss on the shipped CIFAR-10 feature net (3x32x32)
+    "vqgan": (dict(channels=16, res_blocks=1, codebook_size=16, code_dim=4, disc_channels=8), GRID),
 }
 # pixel-by-pixel samplers take D = 3,072 sequential passes at 3x32x32: they sample at 3x8x8 here (same code path)
 SEQUENTIAL = {"fvsbn", "nade", "made", "pixelcnn", "gated_pixelcnn", "image_transformer"}
@@ -121,3 +121,19 @@ def test_colour_autoregressive_masks_by_the_jacobian(name):
     assert not (dep & later).any(), f"{name}: conditionals see later sub-pixels at {(dep & later).nonzero()[:5].tolist()}"
     # and they do see something: every conditional after the first depends on an earlier sub-pixel
     assert dep[order[1:]].any(1).all(), name
+
+
+def test_vqgan_perceptual_loss_at_colour_uses_the_cifar10_net():
+    from genzoo.eval.features import CIFAR10FeatureNet
+
+    m = genzoo.build("vqgan", shape=SHAPE, channels=8, res_blocks=1, codebook_size=16, code_dim=4, disc_channels=8)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, *SHAPE, generator=g) * 2 - 1
+    y = torch.rand(4, *SHAPE, generator=g) * 2 - 1
+    assert isinstance(m._feature_net(x.device), CIFAR10FeatureNet)
+    same, diff = m.perceptual(x, x), m.perceptual(x, y)
+    assert same.shape == (4,) and torch.allclose(same, torch.zeros(4), atol=1e-6) and (diff > 1e-3).all()
+    from genzoo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\(3, 32, 32\).*perceptual_weight=0"):
+        genzoo.build("vqgan", shape=(3, 16, 16))

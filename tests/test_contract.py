@@ -187,12 +187,21 @@ def golden_figures(recipe: str, tmp: Path, tokenizer_run=None) -> dict:
     return out
 
 
+#: figures that count discrete choices (codebook assignments by argmin): on another CPU a near-tie may
+#: fall the other way, so across machines they are held to a few per cent, not to rounding (seen: VQ-VAE
+#: usage 0.4414 on an AMD EPYC vs 0.4531 on the Intel Xeon that wrote the figures, with equal losses)
+COUNT_FIGURES = {"usage", "perplexity", "restarts"}
+#: recipes whose training itself takes such choices (the codebook's EMA update follows the assignments),
+#: so their weights drift apart across machines by more than rounding (seen: 0.46 % on VQ-VAE's projection)
+CROSS_MACHINE_RTOL = {"vqvae": 0.02}
+
+
 def _close(a, b, rtol=1e-3) -> bool:
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k], rtol) for k in a)
+        return a.keys() == b.keys() and all(_close(a[k], b[k], 0.05 if k in COUNT_FIGURES else rtol) for k in a)
     if isinstance(a, list):
         return len(a) == len(b) and all(_close(u, v, rtol) for u, v in zip(a, b))
-    return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-6)
+    return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-6 if rtol < 0.01 else 0.02)
 
 
 @pytest.mark.parametrize("recipe", GOLDEN_RECIPES)
@@ -207,7 +216,7 @@ def test_golden(recipe, request, tmp_path):
     else:
         for k in ("losses", "weights_proj", "log_prob"):
             if k in want:
-                assert _close(got[k], want[k]), (recipe, k, got[k], want[k])
+                assert _close(got[k], want[k], CROSS_MACHINE_RTOL.get(recipe, 1e-3)), (recipe, k, got[k], want[k])
 
 
 if __name__ == "__main__":

@@ -87,6 +87,19 @@ def test_unet_default_is_cpu_sized():
     assert UNet(out_channels=2).conv_out.out_channels == 2
 
 
+def test_unet_attention_at_a_size_the_input_never_has_is_refused():
+    """The MNIST recipes' attn_resolutions=[7] on a 32x32 input used to build a UNet without any
+    attention at the levels (32, 16, 8), silently; it must say so and name the sizes there are."""
+    from genzoo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\[7\].*32x32.*32, 16, 8.*attn_resolutions=\[16\]"):
+        UNet(image_size=32, channels=8, channel_mult=(1, 2, 2), attn_resolutions=(7,))
+    with pytest.raises(ConfigError, match="never has"):
+        UNet(image_size=(16, 12), channels=8, channel_mult=(1, 2), attn_resolutions=(8, 12))
+    net = UNet(image_size=32, channels=8, channel_mult=(1, 2, 2), attn_resolutions=(16,))
+    assert sum(isinstance(m, type(net.mid[1])) for m in net.modules()) == 1 + 1 + 2  # middle, encoder, decoder at 16
+
+
 @pytest.mark.parametrize("emb", ["sinusoidal", "fourier"])
 def test_unet_time_embedding_and_scalar_labels(emb):
     torch.manual_seed(0)

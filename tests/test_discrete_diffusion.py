@@ -143,7 +143,7 @@ def test_continuous_data_is_refused_for_more_than_two_values():
 
 def test_cli_on_binarised_digits(tmp_path):
     d = tmp_path / "run"
-    assert main(["train", "discrete_diffusion", "data.name=digits", "data.binarize=static", "model.channels=8",
+    assert main(["train", "discrete_diffusion", "data.name=digits", "data.binarize=static", "model.channels=8", "model.attn_resolutions=[]",
                  "model.num_steps=50", "model.steps=10", "train.steps=20", "train.batch_size=16", "train.num_samples=4", "train.ckpt_every=0",
                  "train.valid_every=0", "--run-dir", str(d), "--no-progress"]) == 0
     out = tmp_path / "m.json"

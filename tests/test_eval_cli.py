@@ -295,10 +295,13 @@ def test_auto_extractor_only_for_data_it_was_made_for():
     assert get_extractor("auto", DataSpec("binarized_mnist", "image", (1, 28, 28), value_range=None, discrete="binary")).name == "mnist"
     assert get_extractor("auto", spec("digits", (1, 8, 8))).name == "raw"
     assert get_extractor("auto", spec("8gaussians", (2,), "vector")).name == "raw"
-    for name, shape in (("folder", (1, 28, 28)), ("array", (3, 32, 32)), ("array", (5,))):
+    assert get_extractor("auto", spec("cifar10", (3, 32, 32))).name == "cifar10"
+    assert get_extractor("auto", shape=(3, 32, 32)).name == "cifar10"  # no spec: the caller asserts the data
+    for name, shape in (("folder", (1, 28, 28)), ("array", (3, 32, 32)), ("folder", (3, 32, 32)), ("array", (5,))):
         with pytest.raises(ConfigError, match="--extractor"):
             get_extractor("auto", spec(name, shape, "vector" if len(shape) == 1 else "image"))
     assert get_extractor("mnist", spec("folder", (1, 28, 28))).name == "mnist"  # named: the user's choice
+    assert get_extractor("cifar10", spec("folder", (3, 32, 32))).name == "cifar10"
 
 
 # ------------------------------------------------------------------ D: --device for sample and eval

@@ -190,6 +190,45 @@ def test_shipped_feature_net_file_and_metadata():
     assert load_mnist_feature_net() is net  # cached
 
 
+def test_shipped_cifar10_feature_net_file_and_metadata():
+    from genzoo.eval.features import CIFAR10_WEIGHTS, CIFAR10FeatureNet, feature_net_metadata, load_feature_net
+
+    assert CIFAR10_WEIGHTS.exists() and CIFAR10_WEIGHTS.stat().st_size < 2_000_000
+    meta = feature_net_metadata("cifar10")
+    assert meta["model"] == "genzoo.eval.features.CIFAR10FeatureNet"
+    assert meta["test_accuracy"] >= 0.80
+    assert "official" in meta["training"]["data"] or "not checked" in meta["training"]["data"]  # says which CIFAR-10
+    assert meta["sha256"] == hashlib.sha256(CIFAR10_WEIGHTS.read_bytes()).hexdigest()
+    net = load_feature_net("cifar10")
+    assert isinstance(net, CIFAR10FeatureNet) and not net.training
+    assert meta["num_parameters"] == sum(p.numel() for p in net.parameters()) and meta["feature_dim"] == net.feature_dim
+    assert load_feature_net("cifar10") is net  # cached
+
+
+def test_cifar10_extractor_features_and_refusals(tmp_path):
+    from genzoo.eval.features import CIFAR10_WEIGHTS, CIFAR10Extractor
+
+    spec = DataSpec("cifar10", "image", (3, 32, 32), value_range=(-1.0, 1.0), levels=256)
+    ext = get_extractor("auto", spec)
+    assert isinstance(ext, CIFAR10Extractor) and ext.name == "cifar10" and ext.dim == 256
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 3, 32, 32, generator=g) * 2 - 1
+    f = ext(x)
+    assert f.dtype == torch.float64 and f.shape == (40, 256) and torch.isfinite(f).all()
+    torch.testing.assert_close(ext(x.reshape(40, -1)), f)  # flattened images are reshaped
+    torch.testing.assert_close(get_extractor("cifar10", value_range=(0.0, 1.0))((x + 1) / 2), f)
+    # batching does not change the features (eval-mode BatchNorm)
+    torch.testing.assert_close(CIFAR10Extractor(batch_size=7)(x), f, atol=1e-5, rtol=1e-4)  # fp32 conv, other batch shapes
+    with pytest.raises(DataError, match="3, 32, 32"):
+        ext(torch.zeros(2, 1, 28, 28))
+    # your own weights of this architecture: recognised by the file's metadata, named by file and content
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(CIFAR10_WEIGHTS.read_bytes())
+    own = get_extractor(str(mine))
+    assert isinstance(own, CIFAR10Extractor) and own.name.startswith("file:mine.safetensors@")
+    torch.testing.assert_close(own(x), f)
+
+
 def test_shipped_feature_net_accuracy(mnist_test):
     x, y = mnist_test
     net = load_mnist_feature_net()

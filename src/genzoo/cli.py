@@ -140,10 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--split", default=None, help="valid or test (default test)")
     q.add_argument("--n-samples", type=int, default=None, help="samples for fid/kid/pr (default 10000)")
     q.add_argument("--limit", type=int, default=None, help="evaluate nll on a fixed random subset of N examples")
-    q.add_argument("--extractor", default=None, metavar="mnist|inception|raw|FILE",
-                   help="feature network of fid/kid/pr/recon: mnist (genzoo's MNIST classifier), inception (torch-fidelity's "
-                        "Inception-v3), raw (the data itself), or FILE.safetensors (your MNISTFeatureNet weights); default: "
-                        "mnist for MNIST, raw for the 2-D toys and 8x8 digits, required for other data")
+    q.add_argument("--extractor", default=None, metavar="mnist|cifar10|inception|raw|FILE",
+                   help="feature network of fid/kid/pr/recon: mnist (genzoo's MNIST classifier), cifar10 (genzoo's CIFAR-10 "
+                        "classifier, 3x32x32), inception (torch-fidelity's Inception-v3), raw (the data itself), or "
+                        "FILE.safetensors (your MNISTFeatureNet or CIFAR10FeatureNet weights); default: mnist for MNIST, "
+                        "cifar10 for CIFAR-10, raw for the 2-D toys and 8x8 digits, required for other data")
     q.add_argument("--allow-small", action="store_true",
                    help="compute fid/kid/pr with fewer than 1000 samples or reference examples (biased; marked small_sets "
                         "in the result); without it they are refused")

@@ -16,12 +16,16 @@ import torch
 
 from ..errors import ConfigError, DataError, did_you_mean
 from .features import (
+    CIFAR10Extractor,
+    CIFAR10FeatureNet,
     FeatureExtractor,
     InceptionExtractor,
     MNISTExtractor,
     MNISTFeatureNet,
     RawExtractor,
+    feature_net_metadata,
     get_extractor,
+    load_feature_net,
     load_mnist_feature_net,
     mnist_feature_metadata,
 )
@@ -37,6 +41,7 @@ __all__ = [
     "precision_recall", "precision_recall_density_coverage",
     "FeatureExtractor", "get_extractor", "load_mnist_feature_net", "mnist_feature_metadata",
     "MNISTFeatureNet", "MNISTExtractor", "RawExtractor", "InceptionExtractor",
+    "CIFAR10FeatureNet", "CIFAR10Extractor", "load_feature_net", "feature_net_metadata",
 ]
 
 
@@ -81,7 +86,7 @@ def sample_metrics(
             and value range (e.g. ``dataset.tensor()``).
         metrics: any of "fid", "kid", "pr" (precision/recall, Kynkaanniemi et al. 2019),
             "prdc" (precision, recall, density, coverage).
-        extractor: "auto" | "mnist" | "inception" | "raw" or an extractor object
+        extractor: "auto" | "mnist" | "cifar10" | "inception" | "raw" or an extractor object
             (see :func:`genzoo.eval.features.get_extractor`).
         spec: the data set's DataSpec (value range, binarisation) for the extractor.
         value_range: (lo, hi) of the inputs when no spec is given (default (-1, 1)).

@@ -12,21 +12,30 @@ genzoo metric names the extractor it used (``extractor.name``) and the protocol 
   Default for (1, 28, 28) images. FIDs computed with it are *not* comparable with
   Inception FIDs in papers; compare models with each other and with the floor
   (:func:`genzoo.eval.fid_floor`: test set vs training set).
+* ``"cifar10"``: genzoo's shipped CIFAR-10 classifier (:class:`CIFAR10FeatureNet`, trained by
+  ``scripts/train_feature_net.py --data cifar10`` on the 50k training images of the CIFAR-10 copy
+  the project has (decoded from JPEG; test accuracy and command in ``assets/cifar10_features.json``).
+  Features are its 256-dimensional penultimate layer. Input (B, 3, 32, 32). Default for CIFAR-10;
+  for your own 32x32 colour images choose it by name (``--extractor cifar10``). Like ``"mnist"``, its FIDs compare models with each other and with the floor, never with
+  the Inception FIDs of papers.
 * ``"inception"``: the Inception-v3 pool3 features (2048-d) of torch-fidelity's
   ``inception-v3-compat`` extractor, the network of the original TF FID code. Needs
   ``pip install torch-fidelity`` and its weights (downloaded on first use).
 * ``"raw"``: the flattened data itself (8x8 digits, 2-D toy points, vectors).
 * ``"auto"``, given the data set's ``spec``: ``"mnist"`` only for the MNIST data sets genzoo
   ships (:data:`MNIST_DATASETS`), ``"raw"`` for its 2-D toys and the 8x8 digits
-  (:data:`RAW_DATASETS`: low-dimensional data that are their own features); any other data
-  (your folder of images, your array) has no automatic feature net and ``"auto"`` raises a
+  (:data:`RAW_DATASETS`: low-dimensional data that are their own features), ``"cifar10"`` for the
+  ``cifar10`` data set (:data:`CIFAR10_DATASETS`); any other data (your folder of images, your
+  array) has no automatic feature net and ``"auto"`` raises a
   ConfigError naming the choices, since raw pixels of RGB images or the digit net on other
   28x28 images give numbers that look like FIDs and mean nothing. Without a spec, ``"auto"``
-  goes by the shape alone (``"mnist"`` for (1, 28, 28), ``"raw"`` otherwise): the caller
+  goes by the shape alone (``"mnist"`` for (1, 28, 28), ``"cifar10"`` for (3, 32, 32), ``"raw"``
+  otherwise): the caller
   asserts what the data are.
-* a file ``NET.safetensors``: your own weights of the :class:`MNISTFeatureNet` architecture
-  (e.g. ``scripts/train_feature_net.py --out NET.safetensors``, with its ``NET.json`` beside it
-  for other widths), for (1, 28, 28) images; named ``file:NET.safetensors@SHA256[:12]`` in
+* a file ``NET.safetensors``: your own weights of the :class:`MNISTFeatureNet` or
+  :class:`CIFAR10FeatureNet` architecture (the file's ``model`` metadata says which; MNIST when
+  absent), e.g. ``scripts/train_feature_net.py --out NET.safetensors``, with its ``NET.json`` beside
+  it for other widths; named ``file:NET.safetensors@SHA256[:12]`` in
   every result. Other architectures are refused when the weights do not fit.
 
 An extractor is any object with ``name: str``, ``dim: int | None`` and
@@ -48,10 +57,14 @@ from ..errors import ConfigError, DataError, did_you_mean
 ASSETS = Path(__file__).resolve().parent / "assets"
 MNIST_WEIGHTS = ASSETS / "mnist_features.safetensors"
 MNIST_METADATA = ASSETS / "mnist_features.json"
+CIFAR10_WEIGHTS = ASSETS / "cifar10_features.safetensors"
+CIFAR10_METADATA = ASSETS / "cifar10_features.json"
 
-EXTRACTORS = ("auto", "mnist", "inception", "raw")
+EXTRACTORS = ("auto", "mnist", "cifar10", "inception", "raw")
 #: the data sets whose images the shipped MNIST feature net was trained for
 MNIST_DATASETS = ("mnist", "binarized_mnist")
+#: the data sets whose images the shipped CIFAR-10 feature net was trained for
+CIFAR10_DATASETS = ("cifar10",)
 #: shipped low-dimensional data sets whose values are their own features (``"auto"`` -> ``"raw"``)
 RAW_DATASETS = ("digits", "moons", "8gaussians", "checkerboard", "swissroll", "spirals")  # + every genzoo.data.toys.TOYS
 
@@ -67,14 +80,19 @@ def auto_extractor_name(spec=None, shape: tuple | None = None) -> str:
             return "mnist"
         if spec.name in RAW_DATASETS or spec.name in TOYS:
             return "raw"
+        if spec.name in CIFAR10_DATASETS and tuple(spec.shape) == (3, 32, 32):
+            return "cifar10"
         raise ConfigError(
             f"no feature network is chosen automatically for data set {spec.name!r} ({spec.kind}, {shp}): genzoo's mnist "
             "net is made for MNIST digits only and raw values are rarely meaningful features; choose one with --extractor: "
-            "inception (natural images, needs torch-fidelity), mnist (28x28 grey digit-like images), raw "
+            "inception (natural images, needs torch-fidelity), cifar10 (genzoo's CIFAR-10 net, 3x32x32 images), "
+            "mnist (28x28 grey digit-like images), raw "
             "(low-dimensional data), or FILE.safetensors (your MNISTFeatureNet weights)")
     if shape is None:
         raise ConfigError("extractor='auto' needs the data's shape: pass spec=DataSpec or shape=(C, H, W)")
-    return "mnist" if tuple(shape) in ((1, 28, 28), (28, 28)) else "raw"
+    if tuple(shape) in ((1, 28, 28), (28, 28)):
+        return "mnist"
+    return "cifar10" if tuple(shape) == (3, 32, 32) else "raw"
 
 
 class MNISTFeatureNet(nn.Module):
@@ -111,41 +129,127 @@ class MNISTFeatureNet(nn.Module):
         return self.head(self.features(x))
 
 
+class CIFAR10FeatureNet(nn.Module):
+    """Small VGG-style classifier for 32x32 colour images; its penultimate layer gives the features.
+
+    Three stages of two 3x3 convolutions (32, 64, 128 channels; BatchNorm, ReLU) each followed by
+    a 2x2 max-pool (32 -> 16 -> 8 -> 4), a global average pool, a linear layer to ``feature_dim``
+    (BatchNorm, ReLU) = the features, and a linear classifier to 10 logits. About 0.32M parameters.
+    Trained by ``scripts/train_feature_net.py --data cifar10`` (metadata, test accuracy and command in
+    ``assets/cifar10_features.json``).
+
+    Input: (B, 3, 32, 32) float in [-1, 1] (pixel k in 0..255 -> 2k/255 - 1, per channel, no other
+    normalisation).
+    """
+
+    def __init__(self, widths: tuple[int, int, int] = (32, 64, 128), feature_dim: int = 256, num_classes: int = 10):
+        super().__init__()
+        c1, c2, c3 = widths
+        self.widths = tuple(widths)
+        self.feature_dim = feature_dim
+
+        def conv(cin, cout):
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        def stage(cin, cout):
+            return nn.Sequential(*conv(cin, cout), *conv(cout, cout), nn.MaxPool2d(2))
+
+        self.conv = nn.Sequential(stage(3, c1), stage(c1, c2), stage(c2, c3))
+        self.fc = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c3, feature_dim, bias=False),
+                                nn.BatchNorm1d(feature_dim), nn.ReLU())
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 32, 32) in [-1, 1] -> (B, feature_dim) penultimate features."""
+        return self.fc(self.conv(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 32, 32) in [-1, 1] -> (B, 10) class logits."""
+        return self.head(self.features(x))
+
+
+#: the shipped feature nets: name -> (architecture, weights, metadata, defaults of widths / feature_dim)
+FEATURE_NETS = {
+    "mnist": (MNISTFeatureNet, MNIST_WEIGHTS, MNIST_METADATA),
+    "cifar10": (CIFAR10FeatureNet, CIFAR10_WEIGHTS, CIFAR10_METADATA),
+}
+_ARCH_BY_MODEL = {f"genzoo.eval.features.{cls.__name__}": name for name, (cls, _, _) in FEATURE_NETS.items()}
+_REGEN = {"mnist": "python scripts/train_feature_net.py", "cifar10": "python scripts/train_feature_net.py --data cifar10 --data-root DIR"}
+
+
+def feature_net_metadata(name: str = "mnist") -> dict:
+    """The JSON metadata shipped beside a feature net's weights (accuracy, size, training command, sha256)."""
+    meta = FEATURE_NETS[name][2]
+    if not meta.exists():
+        raise DataError(f"{meta} is missing; regenerate it with `{_REGEN[name]}`")
+    return json.loads(meta.read_text())
+
+
 def mnist_feature_metadata() -> dict:
-    """The JSON metadata shipped beside the weights (accuracy, size, training command, sha256)."""
-    if not MNIST_METADATA.exists():
-        raise DataError(f"{MNIST_METADATA} is missing; regenerate it with `python scripts/train_feature_net.py`")
-    return json.loads(MNIST_METADATA.read_text())
+    """The JSON metadata shipped beside the MNIST weights (accuracy, size, training command, sha256)."""
+    return feature_net_metadata("mnist")
+
+
+def _arch_of_file(p: Path, default: str) -> str:
+    """Which architecture a safetensors file declares in its metadata (``model``); ``default`` when none."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            model = (f.metadata() or {}).get("model")
+    except Exception as e:  # not a safetensors file, truncated, ...
+        raise DataError(f"cannot read feature-net weights {p} ({type(e).__name__}: {e}); it must be a safetensors file "
+                        f"of the {' or '.join(c.__name__ for c, _, _ in FEATURE_NETS.values())} architecture") from None
+    if model is None:
+        return default
+    if model not in _ARCH_BY_MODEL:
+        raise DataError(f"{p} holds a {model}, not a genzoo feature net ({', '.join(_ARCH_BY_MODEL)})")
+    return _ARCH_BY_MODEL[model]
 
 
 @functools.lru_cache(maxsize=None)
-def _load_mnist_feature_net_cached(path: str) -> MNISTFeatureNet:
+def _load_feature_net_cached(path: str, arch: str) -> nn.Module:
     from safetensors.torch import load_file
 
+    cls = FEATURE_NETS[arch][0]
     p = Path(path)
     if not p.exists():
-        raise DataError(f"MNIST feature network weights not found at {p}; regenerate them with `python scripts/train_feature_net.py`")
+        raise DataError(f"{arch} feature network weights not found at {p}; regenerate them with `{_REGEN[arch]}`")
     try:
         state = load_file(str(p))
     except Exception as e:  # not a safetensors file, truncated, ...
         raise DataError(f"cannot read feature-net weights {p} ({type(e).__name__}: {e}); it must be a safetensors file "
-                        "of the MNISTFeatureNet architecture") from None
-    widths = (16, 32, 64)
-    feature_dim = 128
+                        f"of the {cls.__name__} architecture") from None
+    kw = {}
     meta_path = p.with_suffix(".json")
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        widths = tuple(meta.get("widths", widths))
-        feature_dim = int(meta.get("feature_dim", feature_dim))
-    net = MNISTFeatureNet(widths, feature_dim)
+        if "widths" in meta:
+            kw["widths"] = tuple(meta["widths"])
+        if "feature_dim" in meta:
+            kw["feature_dim"] = int(meta["feature_dim"])
+    net = cls(**kw)
     try:
-        net.load_state_dict({k: v.float() for k, v in state.items()})
+        net.load_state_dict({k: v.float() if v.dtype.is_floating_point else v for k, v in state.items()}, strict=False)
+        missing = [k for k in net.state_dict() if k not in state and not k.endswith("num_batches_tracked")]
+        unexpected = [k for k in state if k not in net.state_dict()]
+        if missing or unexpected:
+            raise RuntimeError(f"missing keys {missing[:3]}, unexpected keys {unexpected[:3]}")
     except RuntimeError as e:  # wrong keys/shapes
-        raise DataError(f"{p} does not match MNISTFeatureNet{widths}: {str(e).splitlines()[0]}") from None
+        raise DataError(f"{p} does not match {cls.__name__}{net.widths}: {str(e).splitlines()[0]}") from None
     net.eval()
     for q in net.parameters():
         q.requires_grad_(False)
     return net
+
+
+def load_feature_net(name: str = "mnist", path: str | Path | None = None) -> nn.Module:
+    """A shipped feature network ("mnist" or "cifar10"), or your weights of its architecture at ``path``,
+    in eval mode, on the CPU (cached per path). Loaded with ``safetensors.torch.load_file`` (never a
+    pickle). The returned module is shared: do not train or move it in place."""
+    if name not in FEATURE_NETS:
+        raise ConfigError(f"unknown feature net {name!r}{did_you_mean(name, FEATURE_NETS)}; valid: {', '.join(FEATURE_NETS)}")
+    return _load_feature_net_cached(str(Path(path) if path is not None else FEATURE_NETS[name][1]), name)
 
 
 def load_mnist_feature_net(path: str | Path | None = None) -> MNISTFeatureNet:
@@ -154,7 +258,7 @@ def load_mnist_feature_net(path: str | Path | None = None) -> MNISTFeatureNet:
     Loads ``assets/mnist_features.safetensors`` with ``safetensors.torch.load_file``
     (never a pickle). The returned module is shared: do not train or move it in place.
     """
-    return _load_mnist_feature_net_cached(str(Path(path) if path is not None else MNIST_WEIGHTS))
+    return load_feature_net("mnist", path)
 
 
 @runtime_checkable
@@ -225,8 +329,8 @@ class _BatchedExtractor:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"
 
 
-class MNISTExtractor(_BatchedExtractor):
-    """Penultimate features (128-d) of the shipped MNIST classifier.
+class ClassifierExtractor(_BatchedExtractor):
+    """Penultimate features of one of genzoo's shipped classifiers (:data:`FEATURE_NETS`).
 
     Args:
         value_range: (lo, hi) of the inputs' values: (0, 1) for binary {0, 1} or [0, 1]
@@ -234,10 +338,14 @@ class MNISTExtractor(_BatchedExtractor):
             linearly to the net's [-1, 1]; values slightly outside are clamped.
         batch_size: images per forward pass.
         device: where to run the net (default: CPU).
-    Input: (B, 1, 28, 28) (or (B, 28, 28) / (B, 784), reshaped). Output (B, 128) float64.
+        weights: your own weights of the same architecture (a .safetensors file); the
+            extractor is then named ``file:NAME@SHA256[:12]``.
     """
 
-    name = "mnist"
+    name = "classifier"
+    arch = "mnist"
+    #: per-example input shapes accepted (all reshaped to the first)
+    shapes: tuple[tuple[int, ...], ...] = ((1, 28, 28),)
 
     def __init__(self, value_range: tuple[float, float] = (-1.0, 1.0), batch_size: int = 500, device=None, weights=None):
         lo, hi = float(value_range[0]), float(value_range[1])
@@ -246,28 +354,54 @@ class MNISTExtractor(_BatchedExtractor):
         self.value_range = (lo, hi)
         self.batch_size = int(batch_size)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        net = load_mnist_feature_net(weights)
+        net = load_feature_net(self.arch, weights)
         if weights is not None:  # a user's feature net: named by its file and content
             import hashlib
 
             digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:12]
             self.name = f"file:{Path(weights).name}@{digest}"
-        self.net = net if self.device.type == "cpu" else MNISTFeatureNet(net.widths, net.feature_dim).to(self.device).eval()
         if self.device.type != "cpu":
-            self.net.load_state_dict(net.state_dict())
+            moved = type(net)(net.widths, net.feature_dim).to(self.device).eval()
+            moved.load_state_dict(net.state_dict())
+            net = moved
+        self.net = net
         self.dim = net.feature_dim
 
     def _check(self, x: torch.Tensor) -> None:
-        if tuple(x.shape[1:]) not in ((1, 28, 28), (28, 28), (784,)):
+        if tuple(x.shape[1:]) not in self.shapes:
             raise DataError(
-                f"the mnist feature net needs images of shape (B, 1, 28, 28), got {tuple(x.shape)}; "
-                "use extractor='raw' (or 'inception') for other data"
+                f"the {self.arch} feature net needs images of shape (B, {', '.join(map(str, self.shapes[0]))}), got "
+                f"{tuple(x.shape)}; use extractor='raw' (or 'inception') for other data"
             )
 
     def _features(self, xb: torch.Tensor) -> torch.Tensor:
-        xb = xb.reshape(-1, 1, 28, 28).to(self.device)
+        xb = xb.reshape(-1, *self.shapes[0]).to(self.device)
         x = 2.0 * _to_unit_interval(xb, self.value_range) - 1.0
         return self.net.features(x)
+
+
+class MNISTExtractor(ClassifierExtractor):
+    """Penultimate features (128-d) of the shipped MNIST classifier.
+
+    Args: as :class:`ClassifierExtractor`.
+    Input: (B, 1, 28, 28) (or (B, 28, 28) / (B, 784), reshaped). Output (B, 128) float64.
+    """
+
+    name = "mnist"
+    arch = "mnist"
+    shapes = ((1, 28, 28), (28, 28), (784,))
+
+
+class CIFAR10Extractor(ClassifierExtractor):
+    """Penultimate features (256-d) of the shipped CIFAR-10 classifier (:class:`CIFAR10FeatureNet`).
+
+    Args: as :class:`ClassifierExtractor`.
+    Input: (B, 3, 32, 32) (or (B, 3072), reshaped). Output (B, 256) float64.
+    """
+
+    name = "cifar10"
+    arch = "cifar10"
+    shapes = ((3, 32, 32), (3072,))
 
 
 class RawExtractor(_BatchedExtractor):
@@ -342,14 +476,14 @@ def get_extractor(
     """Build a feature extractor by name.
 
     Args:
-        name: "auto" | "mnist" | "inception" | "raw", a feature-net FILE.safetensors, or an extractor
+        name: "auto" | "mnist" | "cifar10" | "inception" | "raw", a feature-net FILE.safetensors, or an extractor
             object (returned as is). "auto": see :func:`auto_extractor_name`.
         spec: the data set's :class:`~genzoo.data.base.DataSpec`; gives the value range
             (binary {0,1} and [0,1] -> 2x - 1 for the mnist net; [-1,1] as is) and, for
             "auto", the per-example shape.
         shape: per-example shape for "auto" when no spec is given (e.g. (1, 28, 28)).
         value_range: (lo, hi) of the inputs; overrides the spec. Default (-1, 1).
-        batch_size: examples per forward pass (default 500 for mnist, 100 for inception).
+        batch_size: examples per forward pass (default 500 for mnist and cifar10, 100 for inception).
         device: device for the network (default CPU).
     Returns: an object with ``.name``, ``.dim`` and ``__call__(x) -> (B, dim) float64``.
     """
@@ -361,13 +495,13 @@ def get_extractor(
         if name.endswith(".safetensors") or Path(name).is_file():
             if not Path(name).is_file():
                 raise ConfigError(f"feature-net file {name} not found; pass an existing .safetensors file of the "
-                                  f"MNISTFeatureNet architecture, or one of {', '.join(EXTRACTORS)}")
+                                  f"MNISTFeatureNet or CIFAR10FeatureNet architecture, or one of {', '.join(EXTRACTORS)}")
             if not name.endswith(".safetensors"):
                 raise ConfigError(f"feature-net file {name} is not a .safetensors file; genzoo loads feature nets only "
-                                  "as safetensors weights of the MNISTFeatureNet architecture (never pickles)")
+                                  "as safetensors weights of the MNISTFeatureNet or CIFAR10FeatureNet architecture (never pickles)")
             vr = tuple(value_range) if value_range is not None else _value_range_of(spec)
-            return MNISTExtractor(vr or (-1.0, 1.0), device=device, weights=name,
-                                  **({"batch_size": batch_size} if batch_size else {}))
+            cls = CIFAR10Extractor if _arch_of_file(Path(name), "mnist") == "cifar10" else MNISTExtractor
+            return cls(vr or (-1.0, 1.0), device=device, weights=name, **({"batch_size": batch_size} if batch_size else {}))
         raise ConfigError(f"unknown feature extractor {name!r}{did_you_mean(name, EXTRACTORS)}; valid: "
                           f"{', '.join(EXTRACTORS)}, or a feature-net FILE.safetensors")
     if shape is None and spec is not None:
@@ -388,4 +522,6 @@ def get_extractor(
     kw = {"batch_size": batch_size} if batch_size else {}
     if name == "mnist":
         return MNISTExtractor(vr, device=device, **kw)
+    if name == "cifar10":
+        return CIFAR10Extractor(vr, device=device, **kw)
     return InceptionExtractor(vr, device=device, **kw)

@@ -243,7 +243,7 @@ def split_options(model, options: dict, metrics) -> tuple[dict, dict]:
         if where == "log_prob" and not in_lp or where == "sample" and not in_s or not (in_lp or in_s):
             hint = ""
             if k == "extractor":
-                hint = "; the feature network is chosen with --extractor mnist|inception|raw|FILE"
+                hint = "; the feature network is chosen with --extractor mnist|cifar10|inception|raw|FILE"
             elif k in ("n_samples", "limit", "split", "seed", "metrics", "device"):
                 hint = f"; use --{k.replace('_', '-')}"
             raise ConfigError(

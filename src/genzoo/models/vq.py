@@ -28,10 +28,10 @@ Papers and the equations implemented
   autoencoder steps and lambda is multiplied by ``disc_weight`` (0.8 in their configs).
   L_rec is the L1 error plus a perceptual loss. The paper's perceptual loss is LPIPS on VGG
   features; genzoo has no ImageNet network offline, so it uses the same construction on the
-  conv stages of genzoo's shipped MNIST feature network (:mod:`genzoo.eval.features`): features
-  unit-normalised over channels, squared differences averaged over space and summed over the
-  three stages, without LPIPS's learned channel weights. It needs (1, 28, 28) images; set
-  ``perceptual_weight=0`` otherwise.
+  conv stages of genzoo's shipped feature networks (:mod:`genzoo.eval.features`: the MNIST net for
+  (1, 28, 28) images, the CIFAR-10 net for (3, 32, 32)): features unit-normalised over channels,
+  squared differences averaged over space and summed over the three stages, without LPIPS's
+  learned channel weights. Other shapes need ``perceptual_weight=0``.
 * The prior (:class:`VQPrior`, Esser et al. section 3.2; van den Oord et al. section 3.3 use a
   PixelCNN): p(s) = prod_i p(s_i | s_<i) over the raster-scanned code grid, modelled by genzoo's one
   decoder-only Transformer (:class:`genzoo.nn.transformer.Transformer`) with 2-D RoPE over the
@@ -58,6 +58,9 @@ from ..registry import register
 from .base import GenerativeModel
 
 QUANTIZERS = ("vq", "fsq")
+
+#: the image shapes VQGAN's perceptual loss has a shipped feature network for
+PERCEPTUAL_NETS = {(1, 28, 28): "mnist", (3, 32, 32): "cifar10"}
 
 
 class ResBlock(nn.Module):
@@ -284,9 +287,9 @@ class VQGAN(VQVAE):
                  perceptual_weight: float = 1.0, codebook_weight: float = 1.0):
         super().__init__(shape, channels, res_blocks, quantizer, codebook_size, code_dim, levels, update, gradient,
                          restart_threshold, cosine, beta, decay, value_range)
-        if perceptual_weight > 0 and tuple(self.shape) != (1, 28, 28):
-            raise ConfigError(f"VQGAN's perceptual loss uses the MNIST feature network, which needs (1, 28, 28) images, "
-                              f"got {self.shape}; set model.perceptual_weight=0")
+        if perceptual_weight > 0 and tuple(self.shape) not in PERCEPTUAL_NETS:
+            raise ConfigError(f"VQGAN's perceptual loss uses genzoo's MNIST (1, 28, 28) or CIFAR-10 (3, 32, 32) feature "
+                              f"network, got images of shape {self.shape}; set model.perceptual_weight=0")
         self.disc_start, self.disc_weight = int(disc_start), float(disc_weight)
         self.perceptual_weight, self.codebook_weight = float(perceptual_weight), float(codebook_weight)
         self.discriminator = PatchDiscriminator(shape[0], disc_channels)
@@ -301,13 +304,14 @@ class VQGAN(VQVAE):
     def _feature_net(self, device):
         key = str(device)
         if key not in self._percep:
-            from ..eval.features import load_mnist_feature_net
+            from ..eval.features import load_feature_net
 
-            self._percep[key] = copy.deepcopy(load_mnist_feature_net()).to(device).eval().requires_grad_(False)
+            net = load_feature_net(PERCEPTUAL_NETS[tuple(self.shape)])
+            self._percep[key] = copy.deepcopy(net).to(device).eval().requires_grad_(False)
         return self._percep[key]
 
     def perceptual(self, x: torch.Tensor, xr: torch.Tensor) -> torch.Tensor:
-        """The LPIPS-style distance (B,) on the MNIST feature network's three conv stages."""
+        """The LPIPS-style distance (B,) on the three conv stages of the feature network for this shape."""
         net = self._feature_net(x.device)
         lo, hi = self.value_range
         to_net = lambda v: (v.float() - lo) / (hi - lo) * 2 - 1  # noqa: E731 - the net expects [-1, 1]

@@ -261,7 +261,8 @@ class UNet(nn.Module):
         num_res_blocks: residual blocks per level in the encoder (the decoder has one more
             per level, as in DDPM/ADM, consuming the extra skip of each downsampling).
         attn_resolutions: feature-map sizes (H) at which a self-attention block follows each
-            residual block; the middle block always has one (ADM).
+            residual block; the middle block always has one (ADM). A size no level has is an
+            error (a ConfigError naming the sizes there are), never silently no attention.
         image_size: H (= W unless ``image_size`` is a (H, W) pair) of the input.
         dropout: dropout rate inside the residual blocks (DDPM CIFAR-10: 0.1).
         num_classes: 0 = unconditional; otherwise a class embedding of ``num_classes + 1``
@@ -335,6 +336,14 @@ class UNet(nn.Module):
             h, w = sizes[-1]
             sizes.append(((h + 1) // 2, (w + 1) // 2))
         self.sizes = sizes
+        unmatched = [r for r in self.attn_resolutions if r not in {h for h, _ in sizes}]
+        if unmatched:
+            from ..errors import ConfigError
+
+            raise ConfigError(
+                f"attn_resolutions {list(self.attn_resolutions)} names feature-map sizes {unmatched} that a {H}x{W} input "
+                f"never has (its levels are {', '.join(str(h) for h, _ in sizes)}); set attn_resolutions to some of "
+                f"those (e.g. model.attn_resolutions=[{sizes[min(1, len(sizes) - 1)][0]}]) or [] for none")
         self.down = nn.ModuleList()
         skip_ch = [channels]
         ch = channels
