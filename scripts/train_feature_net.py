@@ -102,7 +102,7 @@ def accuracy(net, raw: torch.Tensor, labels: torch.Tensor, binarize: bool, seed:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", choices=("mnist", "cifar10"), default="mnist", help="which feature net (default mnist)")
     ap.add_argument("--data-root", default=None, metavar="DIR",
                     help="cifar10: where its binary records are (the archive, a copy in its layout, or the .bin files)")

@@ -16,8 +16,9 @@ genzoo metric names the extractor it used (``extractor.name``) and the protocol 
   ``scripts/train_feature_net.py --data cifar10`` on the 50k training images of the CIFAR-10 copy
   the project has (decoded from JPEG; test accuracy and command in ``assets/cifar10_features.json``).
   Features are its 256-dimensional penultimate layer. Input (B, 3, 32, 32). Default for CIFAR-10;
-  for your own 32x32 colour images choose it by name (``--extractor cifar10``). Like ``"mnist"``, its FIDs compare models with each other and with the floor, never with
-  the Inception FIDs of papers.
+  for your own 32x32 colour images choose it by name (``--extractor cifar10``). Like ``"mnist"``,
+  its FIDs compare models with each other and with the floor, never with the Inception FIDs of
+  papers.
 * ``"inception"``: the Inception-v3 pool3 features (2048-d) of torch-fidelity's
   ``inception-v3-compat`` extractor, the network of the original TF FID code. Needs
   ``pip install torch-fidelity`` and its weights (downloaded on first use).
@@ -87,7 +88,7 @@ def auto_extractor_name(spec=None, shape: tuple | None = None) -> str:
             "net is made for MNIST digits only and raw values are rarely meaningful features; choose one with --extractor: "
             "inception (natural images, needs torch-fidelity), cifar10 (genzoo's CIFAR-10 net, 3x32x32 images), "
             "mnist (28x28 grey digit-like images), raw "
-            "(low-dimensional data), or FILE.safetensors (your MNISTFeatureNet weights)")
+            "(low-dimensional data), or FILE.safetensors (your MNISTFeatureNet or CIFAR10FeatureNet weights)")
     if shape is None:
         raise ConfigError("extractor='auto' needs the data's shape: pass spec=DataSpec or shape=(C, H, W)")
     if tuple(shape) in ((1, 28, 28), (28, 28)):
@@ -95,7 +96,23 @@ def auto_extractor_name(spec=None, shape: tuple | None = None) -> str:
     return "cifar10" if tuple(shape) == (3, 32, 32) else "raw"
 
 
-class MNISTFeatureNet(nn.Module):
+class _ClassifierNet(nn.Module):
+    """A classifier whose penultimate layer gives the features: ``conv`` -> ``fc`` (features) -> ``head``."""
+
+    conv: nn.Sequential
+    fc: nn.Sequential
+    head: nn.Linear
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [-1, 1] -> (B, feature_dim) penultimate features."""
+        return self.fc(self.conv(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [-1, 1] -> (B, 10) class logits."""
+        return self.head(self.features(x))
+
+
+class MNISTFeatureNet(_ClassifierNet):
     """Small CNN classifier for 28x28 grey digits; its penultimate layer gives the features.
 
     Three 3x3 conv stages (16, 32, 64 channels; BatchNorm, ReLU, 2x2 max-pool:
@@ -120,16 +137,8 @@ class MNISTFeatureNet(nn.Module):
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c3 * 9, feature_dim, bias=False), nn.BatchNorm1d(feature_dim), nn.ReLU())
         self.head = nn.Linear(feature_dim, num_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 28, 28) in [-1, 1] -> (B, feature_dim) penultimate features."""
-        return self.fc(self.conv(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 28, 28) in [-1, 1] -> (B, 10) class logits."""
-        return self.head(self.features(x))
-
-
-class CIFAR10FeatureNet(nn.Module):
+class CIFAR10FeatureNet(_ClassifierNet):
     """Small VGG-style classifier for 32x32 colour images; its penultimate layer gives the features.
 
     Three stages of two 3x3 convolutions (32, 64, 128 channels; BatchNorm, ReLU) each followed by
@@ -159,16 +168,8 @@ class CIFAR10FeatureNet(nn.Module):
                                 nn.BatchNorm1d(feature_dim), nn.ReLU())
         self.head = nn.Linear(feature_dim, num_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 32, 32) in [-1, 1] -> (B, feature_dim) penultimate features."""
-        return self.fc(self.conv(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 32, 32) in [-1, 1] -> (B, 10) class logits."""
-        return self.head(self.features(x))
-
-
-#: the shipped feature nets: name -> (architecture, weights, metadata, defaults of widths / feature_dim)
+#: the shipped feature nets: name -> (architecture, weights file, metadata file)
 FEATURE_NETS = {
     "mnist": (MNISTFeatureNet, MNIST_WEIGHTS, MNIST_METADATA),
     "cifar10": (CIFAR10FeatureNet, CIFAR10_WEIGHTS, CIFAR10_METADATA),
@@ -230,11 +231,7 @@ def _load_feature_net_cached(path: str, arch: str) -> nn.Module:
             kw["feature_dim"] = int(meta["feature_dim"])
     net = cls(**kw)
     try:
-        net.load_state_dict({k: v.float() if v.dtype.is_floating_point else v for k, v in state.items()}, strict=False)
-        missing = [k for k in net.state_dict() if k not in state and not k.endswith("num_batches_tracked")]
-        unexpected = [k for k in state if k not in net.state_dict()]
-        if missing or unexpected:
-            raise RuntimeError(f"missing keys {missing[:3]}, unexpected keys {unexpected[:3]}")
+        net.load_state_dict({k: v.float() for k, v in state.items()})
     except RuntimeError as e:  # wrong keys/shapes
         raise DataError(f"{p} does not match {cls.__name__}{net.widths}: {str(e).splitlines()[0]}") from None
     net.eval()
