@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "GenerativeModel": ("models.base", "GenerativeModel"),
+    "DataNeeds": ("models.data_needs", "DataNeeds"),
+    "Opt": ("models.data_needs", "Opt"),
     "build": ("registry", "build"),
     "list_models": ("registry", "list_models"),
     "register": ("registry", "register"),
@@ -21,7 +23,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "GenerativeModel", "build", "list_models", "register", "bits_per_dim", "load_run",
+    "GenerativeModel", "DataNeeds", "Opt", "build", "list_models", "register", "bits_per_dim", "load_run",
     "GenzooError", "ConfigError", "DataError", "CheckpointError", "__version__",
 ]
 

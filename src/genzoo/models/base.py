@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, did_you_mean
+from .data_needs import DataNeeds, check_data_needs
 
 
 class GenerativeModel(nn.Module):
@@ -46,6 +47,14 @@ class GenerativeModel(nn.Module):
     #: regularisers (KL warm-up, spectral penalties) names its unweighted objective here, so that
     #: validation losses from different steps can be compared.
     valid_metric: str = "loss"
+    #: the data this model can be trained on (:class:`genzoo.models.data_needs.DataNeeds`), or a dict
+    #: of them keyed by the value of the setting named in :attr:`data_needs_by`; None = any data of
+    #: the model's ``shape``
+    data_needs: ClassVar[DataNeeds | dict | None] = None
+    #: (option, attribute) whose value picks the entry of a dict :attr:`data_needs` ("*": fallback)
+    data_needs_by: ClassVar[tuple[str, str] | None] = None
+    #: the model's name in data errors (default: the class name)
+    data_name: ClassVar[str | None] = None
 
     def loss(self, batch, **kwargs) -> dict[str, torch.Tensor]:  # pragma: no cover - interface
         raise NotImplementedError(f"{type(self).__name__} does not implement loss()")
@@ -66,13 +75,10 @@ class GenerativeModel(nn.Module):
 
     def check_data(self, spec) -> None:
         """Raise ConfigError if this model cannot be trained on data described by ``spec``
-        (a :class:`genzoo.data.DataSpec`). The default checks ``self.shape`` if the model has one."""
-        shape = getattr(self, "shape", None)
-        if shape is not None and tuple(shape) != tuple(spec.shape):
-            raise ConfigError(
-                f"{type(self).__name__} was built for shape {tuple(shape)} but data set {spec.name!r} has "
-                f"shape {tuple(spec.shape)}; drop model.shape to take it from the data"
-            )
+        (a :class:`genzoo.data.DataSpec`): the class's :attr:`data_needs`, checked by
+        :func:`genzoo.models.data_needs.check_data_needs` (without a declaration: ``self.shape`` only).
+        A model overrides this only for what a declaration cannot say, calling ``super()`` first."""
+        check_data_needs(self, spec)
 
     # -- multi-player objectives -------------------------------------------------
     def players(self) -> dict[str, list[nn.Parameter]] | None:

@@ -37,6 +37,7 @@ from ..errors import ConfigError, DataError
 from ..nn.transformer import ATTENTIONS, NORMS, POSITIONS, KVCache, Transformer, sample_logits
 from ..registry import register
 from .base import GenerativeModel
+from .data_needs import DataNeeds, Opt
 
 
 @register("charlm", family="autoregressive",
@@ -75,12 +76,9 @@ class CharLM(GenerativeModel):
             raise ConfigError(str(e)) from e
         self.bos = vocab_size
 
-    def check_data(self, spec) -> None:
-        if spec.discrete != "tokens":
-            raise ConfigError(f"charlm models token sequences but {spec.name!r} is {spec.kind} data; use data.name=shakespeare")
-        if int(spec.vocab_size) != self.vocab_size:
-            raise ConfigError(f"charlm was built for vocab_size={self.vocab_size} but {spec.name!r} has "
-                              f"{spec.vocab_size} tokens; drop model.vocab_size to take it from the data")
+    #: token sequences with the model's vocabulary (any length: the block is cut from the stream)
+    data_name = "charlm"
+    data_needs = DataNeeds(("text",), ("tokens",), vocab=Opt("vocab_size"), shape=False)
 
     def _check_tokens(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype not in (torch.int64, torch.int32) or x.ndim != 2:

@@ -93,6 +93,7 @@ from torch import nn
 from ..errors import ConfigError, DataError
 from ..registry import register
 from .base import GenerativeModel
+from .data_needs import IMAGE_OR_VECTOR, DataNeeds, Opt
 
 ARCHS = ("auto", "conv", "mlp")
 QP_NORMS = ("l1", "l2")
@@ -410,22 +411,8 @@ class AdversarialModel(GenerativeModel):
     def player_steps(self) -> dict[str, int]:
         return {"discriminator": self.d_steps, "generator": 1}
 
-    def check_data(self, spec) -> None:
-        """Raise ConfigError unless ``spec`` describes continuous data of this model's shape and range."""
-        super().check_data(spec)
-        name, kind = type(self).__name__, getattr(spec, "kind", None)
-        if kind not in ("image", "vector"):
-            raise ConfigError(f"{name} models images or vectors, not {kind} data ({spec.name!r}); use an image or 2-D toy data set")
-        if spec.discrete is not None:
-            raise ConfigError(
-                f"{name} generates continuous values but data set {spec.name!r} is {spec.discrete} "
-                f"({spec.binarization or spec.discrete}); set data.binarize=none (grey levels in [-1, 1])"
-            )
-        if kind == "image" and spec.value_range is not None and tuple(float(v) for v in spec.value_range) != self.value_range:
-            raise ConfigError(
-                f"{name} generates images in {list(self.value_range)} but data set {spec.name!r} lies in "
-                f"{list(spec.value_range)}; set model.value_range=[{spec.value_range[0]:g},{spec.value_range[1]:g}]"
-            )
+    #: continuous images or vectors; images in the generator's value_range
+    data_needs = DataNeeds(IMAGE_OR_VECTOR, (None,), value_range=Opt("value_range"))
 
     def _real(self, batch) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch

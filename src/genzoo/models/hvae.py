@@ -126,6 +126,7 @@ from ..errors import ConfigError, DataError
 from ..nn.likelihoods import make_likelihood, randn
 from ..registry import register
 from .base import GenerativeModel
+from .data_needs import DataNeeds
 
 _LOG_2PI = math.log(2.0 * math.pi)
 DECODERS = ("bernoulli", "logistic")
@@ -413,37 +414,14 @@ class HierarchicalVAE(GenerativeModel):
         self.num_groups = L
 
     # -- data compatibility -----------------------------------------------------------
-    def check_data(self, spec) -> None:
-        """Raise ConfigError unless ``spec`` fits: the shapes agree (base check); "bernoulli"
-        needs binary {0, 1} data; "logistic" needs the un-dequantised 256-level grid in [-1, 1]."""
-        super().check_data(spec)
-        discrete = getattr(spec, "discrete", None)
-        name = getattr(spec, "name", "?")
-        if discrete == "tokens" or getattr(spec, "kind", None) != "image":
-            raise ConfigError(f"nvae models images but {name!r} is {getattr(spec, 'kind', '?')} data; "
-                              "use an image data set such as mnist or digits")
-        if self.decoder_name == "bernoulli" and discrete != "binary":
-            raise ConfigError(
-                f"nvae decoder='bernoulli' needs binary {{0, 1}} data but {name!r} is not binarised "
-                f"(value_range={spec.value_range}); set data.binarize=static or dynamic, or use "
-                "model.decoder=logistic (256-level data in [-1, 1])")
-        if self.decoder_name == "logistic":
-            levels = self.lik.levels
-            vr = tuple(float(v) for v in spec.value_range) if spec.value_range is not None else None
-            problems = []
-            if discrete is not None:
-                problems.append(f"it is {discrete} data")
-            if vr != (-1.0, 1.0):
-                problems.append(f"its value_range is {spec.value_range}, not [-1, 1]")
-            if spec.dequantization:
-                problems.append(f"it is {spec.dequantization}ly dequantised")
-            if int(spec.levels) != levels:
-                problems.append(f"it has {spec.levels} grey levels, not {levels}")
-            if problems:
-                raise ConfigError(
-                    f"nvae decoder='logistic' needs {levels}-level data on the grid 2k/{levels - 1} - 1 in [-1, 1] "
-                    f"but data set {name!r}: {'; '.join(problems)}; use data.binarize=none data.dequantize=none "
-                    "data.value_range=[-1,1] on 8-bit images, or model.decoder=bernoulli with data.binarize=static")
+    #: images only; "bernoulli" needs binary {0, 1} data, "logistic" the un-dequantised 256-level grid of [-1, 1]
+    data_name = "nvae"
+    data_needs_by = ("decoder", "decoder_name")
+    data_needs = {
+        "bernoulli": DataNeeds(("image",), ("binary",), alternative="model.decoder=logistic (256-level data in [-1, 1])"),
+        "logistic": DataNeeds(("image",), levels=256, value_range=(-1.0, 1.0),
+                              alternative="model.decoder=bernoulli with data.binarize=static"),
+    }
 
     # -- helpers -------------------------------------------------------------------------
     def _check_x(self, x) -> torch.Tensor:

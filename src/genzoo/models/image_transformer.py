@@ -45,6 +45,7 @@ from ..errors import ConfigError, DataError
 from ..nn.transformer import POSITIONS, Transformer
 from ..registry import register
 from .base import GenerativeModel
+from .data_needs import DataNeeds, Opt
 
 
 @register("image_transformer", family="autoregressive",
@@ -83,20 +84,13 @@ class ImageTransformer(GenerativeModel):
         self.bos = levels
 
     # -- data <-> tokens ----------------------------------------------------------------------
-    def check_data(self, spec) -> None:
-        super().check_data(spec)
-        name = getattr(spec, "name", "?")
-        if self.levels == 2 and spec.discrete != "binary":
-            raise ConfigError(f"image_transformer with levels=2 needs binary {{0, 1}} data but {name!r} is not binarised; "
-                              "set data.binarize=static or dynamic, or model.levels=256 for grey levels")
-        if self.levels == 256:
-            if spec.discrete is not None or spec.dequantization or int(spec.levels or 0) != 256:
-                raise ConfigError(f"image_transformer with levels=256 needs the 256 grey levels un-dequantised, but "
-                                  f"{name!r} is {spec.discrete or spec.dequantization or spec.levels}; set "
-                                  "data.binarize=none data.dequantize=none, or model.levels=2 for binary data")
-            if tuple(float(v) for v in spec.value_range) != self.value_range:
-                raise ConfigError(f"image_transformer was built for value_range {self.value_range} but {name!r} has "
-                                  f"{tuple(spec.value_range)}; set model.value_range={list(spec.value_range)}")
+    #: levels=2: binary {0, 1} data; levels=256: the un-dequantised 256 grey levels in value_range
+    data_name = "image_transformer"
+    data_needs_by = ("levels", "levels")
+    data_needs = {
+        2: DataNeeds(discrete=("binary",), alternative="model.levels=256 for grey levels"),
+        256: DataNeeds(levels=256, value_range=Opt("value_range"), alternative="model.levels=2 for binary data"),
+    }
 
     def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) data -> (B, D) int64 values 0 .. levels - 1 in sub-pixel raster order (pixels row by

@@ -57,6 +57,7 @@ from ..nn.blocks import ConvDecoder, ConvEncoder, mlp
 from ..nn.likelihoods import LIKELIHOODS, make_likelihood, randn
 from ..registry import register
 from .base import GenerativeModel
+from .data_needs import IMAGE_OR_VECTOR, DataNeeds
 
 _LOG_2PI = math.log(2.0 * math.pi)
 ARCHS = ("mlp", "conv")
@@ -159,67 +160,21 @@ class VAE(GenerativeModel):
             self.decoder = ConvDecoder(L, (P * C, H, W), channels)
 
     # -- data compatibility -----------------------------------------------------------------
-    def check_data(self, spec) -> None:
-        """Raise ConfigError unless the data described by ``spec`` (a DataSpec) fits this VAE.
-
-        * the shapes must agree (the base check);
-        * token data (text) has no VAE decoder;
-        * "bernoulli" needs binary {0, 1} data (binarize=static or dynamic);
-        * "logistic" needs the un-dequantised grid 2k/(L-1) - 1 on [-1, 1] with the
-          likelihood's number of levels (256), i.e. value_range [-1, 1], no dequantisation;
-        * "gaussian" is a density for continuous data: binary data is refused (a density
-          on {0, 1} is unbounded and its NLL is meaningless; use "bernoulli"), and so is
-          un-dequantised level data (images, or vectors with a value_range, whose
-          ``dequantization`` is not "uniform": a density on a lattice is unbounded too and
-          reports negative bits/dim), as the flows refuse it; continuous vectors
-          (``value_range`` None: 2-D toys, float arrays) are taken as they are.
-        """
-        super().check_data(spec)
-        discrete = getattr(spec, "discrete", None)
-        name = getattr(spec, "name", "?")
-        if discrete == "tokens" or getattr(spec, "kind", None) == "text":
-            raise ConfigError(
-                f"VAE cannot model token data ({name!r} holds token ids); use an image or vector data set"
-            )
-        d = self.decoder_name
-        if d == "bernoulli" and discrete != "binary":
-            raise ConfigError(
-                f"VAE decoder='bernoulli' needs binary {{0, 1}} data but {name!r} is not binarised "
-                f"(value_range={spec.value_range}); set data.binarize=static or dynamic, or use "
-                "model.decoder=gaussian (dequantised data) or model.decoder=logistic (256-level data in [-1, 1])"
-            )
-        if d == "gaussian" and discrete == "binary":
-            raise ConfigError(
-                f"VAE decoder='gaussian' is a density for continuous data but {name!r} is binarised "
-                "({0, 1} pixels); use model.decoder=bernoulli, or set data.binarize=none data.dequantize=uniform"
-            )
-        if d == "gaussian" and discrete is None and (getattr(spec, "kind", None) == "image" or spec.value_range is not None) \
-                and getattr(spec, "dequantization", None) != "uniform":
-            # as the flows refuse it (models/flows/base.py): a density on the level grid is unbounded
-            raise ConfigError(
-                f"VAE decoder='gaussian' is a density over continuous data but {name!r} is not dequantised "
-                f"(a density on its {spec.levels}-level grid is unbounded: bits/dim can go negative); "
-                "set data.dequantize=uniform, or use model.decoder=logistic (256-level data in [-1, 1]) "
-                "or model.decoder=bernoulli (data.binarize=static or dynamic)"
-            )
-        if d == "logistic":
-            levels = getattr(self.lik, "levels", 256)
-            vr = tuple(float(v) for v in spec.value_range) if spec.value_range is not None else None
-            problems = []
-            if discrete is not None:
-                problems.append(f"it is {discrete} data")
-            if vr != (-1.0, 1.0):
-                problems.append(f"its value_range is {spec.value_range}, not [-1, 1]")
-            if spec.dequantization:
-                problems.append(f"it is {spec.dequantization}ly dequantised")
-            if int(spec.levels) != levels:
-                problems.append(f"it has {spec.levels} grey levels, not {levels}")
-            if problems:
-                raise ConfigError(
-                    f"VAE decoder='logistic' needs {levels}-level data on the grid 2k/{levels - 1} - 1 in [-1, 1] "
-                    f"but data set {name!r}: {'; '.join(problems)}; use data.binarize=none data.dequantize=none "
-                    "data.value_range=[-1,1] on 8-bit images, or model.decoder=gaussian / bernoulli"
-                )
+    #: "bernoulli" needs binary {0, 1} data (binarize=static or dynamic); "gaussian" is a density for
+    #: continuous data: binary data is refused (a density on {0, 1} is unbounded), and so is
+    #: un-dequantised lattice data (images, or vectors with a value_range, not uniformly dequantised:
+    #: bits/dim would go negative), as the flows refuse it, while continuous vectors (2-D toys) are
+    #: taken as they are; "logistic" needs the un-dequantised 256-level grid 2k/255 - 1 of [-1, 1].
+    #: Token data has no VAE decoder.
+    data_needs_by = ("decoder", "decoder_name")
+    data_needs = {
+        "bernoulli": DataNeeds(IMAGE_OR_VECTOR, ("binary",), alternative=(
+            "model.decoder=gaussian (dequantised data) or model.decoder=logistic (256-level data in [-1, 1])")),
+        "gaussian": DataNeeds(IMAGE_OR_VECTOR, (None, "levels"), dequantized=True, alternative=(
+            "model.decoder=logistic (256-level data in [-1, 1]) or model.decoder=bernoulli (data.binarize=static or dynamic)")),
+        "logistic": DataNeeds(IMAGE_OR_VECTOR, levels=256, value_range=(-1.0, 1.0),
+                              alternative="model.decoder=gaussian / bernoulli"),
+    }
 
     # -- pieces -------------------------------------------------------------------------
     def _check_x(self, x) -> torch.Tensor:

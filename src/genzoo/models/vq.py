@@ -56,6 +56,7 @@ from ..nn.quantize import FSQ, FSQ_LEVELS, GRADIENTS, UPDATES, VectorQuantizer, 
 from ..nn.transformer import POSITIONS, Transformer
 from ..registry import register
 from .base import GenerativeModel
+from .data_needs import DataNeeds, Opt
 
 QUANTIZERS = ("vq", "fsq")
 
@@ -157,15 +158,8 @@ class VQVAE(GenerativeModel):
         self.decoder = VQDecoder(shape[0], channels, res_blocks, self.code_dim)
 
     # -- data --------------------------------------------------------------------------------
-    def check_data(self, spec) -> None:
-        super().check_data(spec)
-        name = getattr(spec, "name", "?")
-        if getattr(spec, "kind", "image") != "image":
-            raise ConfigError(f"{type(self).__name__} tokenizes images, but {name!r} is {spec.kind} data")
-        vr = (0.0, 1.0) if spec.discrete == "binary" else tuple(float(v) for v in (spec.value_range or ()))
-        if vr != self.value_range:
-            raise ConfigError(f"{type(self).__name__} was built for value_range {self.value_range} but {name!r} has "
-                              f"{vr}; set model.value_range={list(vr)}")
+    #: images in the model's value_range ((0, 1) for binary data)
+    data_needs = DataNeeds(("image",), value_range=Opt("value_range"))
 
     def _x(self, batch) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch

@@ -55,6 +55,7 @@ import torch
 from ...errors import ConfigError, DataError
 from ...nn.likelihoods import DiscretizedLogisticLikelihood, bernoulli_log_prob, quantize_to_grid, rand
 from ..base import GenerativeModel
+from ..data_needs import IMAGE_OR_VECTOR, DataNeeds, Opt
 
 OUTPUTS = ("bernoulli", "categorical", "logistic")
 REGIONS = ("top_half", "bottom_half", "left_half", "right_half")
@@ -94,12 +95,6 @@ class BernoulliOutput:
                 "or use output='categorical' / 'logistic' for grey levels"
             )
 
-    def data_problem(self, spec) -> str | None:
-        if spec.discrete != "binary":
-            return (f"output='bernoulli' needs binary {{0, 1}} data but {spec.name!r} is not binarised; "
-                    "set data.binarize=static or dynamic, or model.output=categorical (grey levels)")
-        return None
-
 
 class CategoricalOutput:
     """A softmax over ``levels`` grey levels on the grid lo + (hi - lo) k / (levels - 1)."""
@@ -110,6 +105,10 @@ class CategoricalOutput:
         self.levels = int(levels)
         self.lo, self.hi = (float(v) for v in value_range)
         self.num_params = self.levels
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        return (self.lo, self.hi)
 
     def index(self, x: torch.Tensor) -> torch.Tensor:
         """Grid values -> level indices k (int64)."""
@@ -136,24 +135,6 @@ class CategoricalOutput:
                 f"[{self.lo:g}, {self.hi:g}] but got values in [{float(x.min()):g}, {float(x.max()):g}] off that grid; "
                 "use data.dequantize=none and set model.levels / model.value_range to the data's"
             )
-
-    def data_problem(self, spec):
-        problems = []
-        if spec.discrete is not None:
-            problems.append(f"it is {spec.discrete} data")
-        else:
-            if spec.dequantization:
-                problems.append(f"it is {spec.dequantization}ly dequantised (set data.dequantize=none)")
-            if int(spec.levels) != self.levels:
-                problems.append(f"it has {spec.levels} grey levels, not {self.levels} (set model.levels={spec.levels})")
-            vr = tuple(float(v) for v in spec.value_range) if spec.value_range is not None else None
-            if vr != (self.lo, self.hi):
-                problems.append(f"its value_range is {spec.value_range}, not [{self.lo:g}, {self.hi:g}] "
-                                f"(set model.value_range={list(vr) if vr else None})")
-        if problems:
-            return (f"output='categorical' needs grey levels on the {self.levels}-level grid of [{self.lo:g}, {self.hi:g}] "
-                    f"but data set {spec.name!r}: {'; '.join(problems)}")
-        return None
 
 
 class LogisticOutput:
@@ -190,24 +171,6 @@ class LogisticOutput:
                 f"of [-1, 1] but got values in [{float(x.min()):g}, {float(x.max()):g}] off that grid; "
                 "use data.value_range=[-1,1] data.dequantize=none"
             )
-
-    def data_problem(self, spec):
-        problems = []
-        vr = tuple(float(v) for v in spec.value_range) if spec.value_range is not None else None
-        if spec.discrete is not None:
-            problems.append(f"it is {spec.discrete} data")
-        else:
-            if vr != (-1.0, 1.0):
-                problems.append(f"its value_range is {spec.value_range}, not [-1, 1]")
-            if spec.dequantization:
-                problems.append(f"it is {spec.dequantization}ly dequantised")
-            if int(spec.levels) != self.levels:
-                problems.append(f"it has {spec.levels} grey levels, not {self.levels}")
-        if problems:
-            return (f"output='logistic' needs {self.levels}-level data on the grid of [-1, 1] but data set "
-                    f"{spec.name!r}: {'; '.join(problems)}; use data.binarize=none data.dequantize=none "
-                    "data.value_range=[-1,1] on 8-bit images, or model.output=bernoulli / categorical")
-        return None
 
 
 def make_output(output: str, *, levels: int = 256, value_range=(-1.0, 1.0), nr_mix: int = 5):
@@ -287,14 +250,16 @@ class AutoregressiveModel(GenerativeModel):
         raise NotImplementedError
 
     # -- data checks ------------------------------------------------------------------------
-    def check_data(self, spec) -> None:
-        """ConfigError unless ``spec`` (a DataSpec) has this model's shape and suits its output distribution."""
-        super().check_data(spec)
-        if spec.discrete == "tokens" or spec.kind == "text":
-            raise ConfigError(f"{type(self).__name__} models pixels, not token ids ({spec.name!r}); use an image data set")
-        problem = self.output.data_problem(spec)
-        if problem:
-            raise ConfigError(f"{type(self).__name__}: {problem}")
+    #: pixels, not tokens; "bernoulli" needs binary {0, 1} data, "categorical" the un-dequantised grid
+    #: of its levels and value_range, "logistic" the un-dequantised 256-level grid of [-1, 1]
+    data_needs_by = ("output", "output_name")
+    data_needs = {
+        "bernoulli": DataNeeds(IMAGE_OR_VECTOR, ("binary",), alternative="model.output=categorical (grey levels)"),
+        "categorical": DataNeeds(IMAGE_OR_VECTOR, levels=Opt("levels", "output.levels"),
+                                 value_range=Opt("value_range", "output.value_range")),
+        "logistic": DataNeeds(IMAGE_OR_VECTOR, levels=Opt("levels", "output.levels"), value_range=(-1.0, 1.0),
+                              alternative="model.output=bernoulli / categorical"),
+    }
 
     def _check_x(self, x) -> torch.Tensor:
         if isinstance(x, (tuple, list)):

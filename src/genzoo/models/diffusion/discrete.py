@@ -39,6 +39,7 @@ from ...nn.unet import SinusoidalEmbedding
 from ...nn.unet import UNet
 from ...registry import register
 from ..base import GenerativeModel
+from ..data_needs import DataNeeds
 
 KINDS = ("absorbing", "uniform")
 
@@ -129,15 +130,16 @@ class DiscreteDiffusion(GenerativeModel):
             raise ConfigError(f"unknown net {net!r}; valid: unet, mlp")
 
     # -- data -------------------------------------------------------------------------------------
+    #: num_values=2: binary {0, 1} data; more: integer levels 0..num_values-1 (discrete='levels'), at most num_values of them
+    data_name = "discrete_diffusion"
+    data_needs_by = ("num_values", "K")
+    data_needs = {
+        2: DataNeeds(discrete=("binary",)),
+        "*": DataNeeds(discrete=("levels",), alternative="model.num_values=2 with data.binarize=static or dynamic"),
+    }
+
     def check_data(self, spec) -> None:
         super().check_data(spec)
-        if self.K == 2 and spec.discrete != "binary":
-            raise ConfigError(f"discrete_diffusion with num_values=2 needs binary data but {spec.name!r} is not "
-                              "binarised; set data.binarize=static or dynamic")
-        if self.K > 2 and spec.discrete != "levels":
-            raise ConfigError(f"discrete_diffusion with num_values={self.K} needs integer-valued data 0..{self.K - 1} "
-                              f"(discrete='levels'), but {spec.name!r} is {spec.discrete or 'continuous'} (it would be "
-                              "truncated to state 0); use num_values=2 with data.binarize=static or dynamic")
         if self.K > 2 and int(spec.levels or 0) > self.K:
             raise ConfigError(f"discrete_diffusion with num_values={self.K} cannot hold {spec.name!r}'s {spec.levels} "
                               f"levels; set model.num_values={spec.levels}")

@@ -55,6 +55,7 @@ from ...nn.time_mlp import TimeMLP
 from ...nn.unet import TIME_EMBEDDINGS, UNet
 from ...registry import register
 from ..base import GenerativeModel, resolve_labels
+from ..data_needs import IMAGE_OR_VECTOR, DataNeeds, Opt
 from .likelihood import ode_log_prob
 from .losses import LOSSES, diffusion_loss
 from .precond import PARAMS, denoise
@@ -276,56 +277,14 @@ class Diffusion(GenerativeModel):
             raise ConfigError(f"cannot build the Diffusion network: {e}") from e
 
     # -- data compatibility -----------------------------------------------------------------
-    def check_data(self, spec) -> None:
-        """Raise ConfigError unless ``spec`` (a DataSpec) is continuous data this model can fit.
-
-        * the shapes must agree (the base check);
-        * token data (text) is refused: this is Gaussian diffusion (masked/absorbing
-          diffusion handles tokens);
-        * binary ({0, 1}) and integer-level data are refused: a Gaussian diffusion's density
-          on a lattice is unbounded; use ``data.binarize=none data.dequantize=uniform``;
-        * image data must lie in ``data_range`` (samples are clamped to it);
-        * a class-conditional model (num_classes > 0) needs labelled data with at most
-          ``num_classes`` classes.
-        Image data that is not dequantised trains fine (DDPM did), but its log_prob is a
-        density on a 256-point grid per pixel, not comparable to published bits/dim: a
-        warning says so.
-        """
-        super().check_data(spec)
-        name = getattr(spec, "name", "?")
-        discrete = getattr(spec, "discrete", None)
-        if discrete == "tokens" or getattr(spec, "kind", None) == "text":
-            raise ConfigError(f"Diffusion is Gaussian diffusion for continuous data and cannot model token data ({name!r}); "
-                              "use an image or vector data set")
-        if discrete is not None:
-            raise ConfigError(
-                f"Diffusion is Gaussian (a density over continuous data) but {name!r} is {discrete} data "
-                f"({spec.describe() if hasattr(spec, 'describe') else discrete}); set data.binarize=none data.dequantize=uniform"
-            )
-        if len(self.shape) == 3 and spec.value_range is not None:
-            vr = tuple(float(v) for v in spec.value_range)
-            if vr != self.data_range:
-                raise ConfigError(
-                    f"Diffusion was built for images in {list(self.data_range)} but {name!r} has value_range {list(vr)}; "
-                    f"set model.data_range=[{vr[0]:g}, {vr[1]:g}] or "
-                    f"data.value_range=[{self.data_range[0]:g}, {self.data_range[1]:g}]"
-                )
-        if self.num_classes > 0:
-            k = getattr(spec, "num_classes", None)
-            if not k:
-                raise ConfigError(f"num_classes={self.num_classes} needs labelled data but {name!r} has no labels; "
-                                  "set model.num_classes=0")
-            if int(k) > self.num_classes:
-                raise ConfigError(f"{name!r} has {k} classes but the model was built with num_classes={self.num_classes}; "
-                                  f"set model.num_classes={k}")
-        if len(self.shape) == 3 and spec.value_range is not None and not getattr(spec, "dequantization", None):
-            import warnings
-
-            warnings.warn(
-                f"{name!r} is not dequantised: Diffusion trains on it, but its log_prob is then a density on a grid of "
-                "grey levels, not comparable to published bits/dim; set data.dequantize=uniform for likelihoods",
-                stacklevel=2,
-            )
+    #: continuous images or vectors (Gaussian diffusion: token, binary and integer-level data are
+    #: refused, a density on a lattice is unbounded; use data.binarize=none data.dequantize=uniform);
+    #: images in data_range (samples are clamped to it); a class-conditional model (num_classes > 0)
+    #: needs labelled data with at most num_classes classes. Images that are not dequantised train
+    #: fine (DDPM did), but log_prob is then a density on a 256-point grid per pixel, not comparable
+    #: to published bits/dim: a warning says so.
+    data_needs = DataNeeds(IMAGE_OR_VECTOR, (None,), dequantized="warn", value_range=Opt("data_range"),
+                           labels=Opt("num_classes"))
 
     # -- pieces -------------------------------------------------------------------------------
     def _sampler_name(self, name: str) -> str:

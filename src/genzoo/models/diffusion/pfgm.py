@@ -112,6 +112,7 @@ from ...nn.time_mlp import TimeMLP
 from ...nn.unet import TIME_EMBEDDINGS, UNet
 from ...registry import register
 from ..base import GenerativeModel
+from ..data_needs import IMAGE_OR_VECTOR, DataNeeds, Opt
 from .model import _on_device
 
 SAMPLERS = ("euler", "heun", "rk45")
@@ -345,22 +346,8 @@ class PFGM(GenerativeModel):
             raise ConfigError(f"cannot build the PFGM network: {e}") from e
 
     # -- data compatibility -----------------------------------------------------------------
-    def check_data(self, spec) -> None:
-        """Shapes must agree; continuous data only (no tokens, binary or integer levels);
-        image data must lie in ``data_range``."""
-        super().check_data(spec)
-        name = getattr(spec, "name", "?")
-        if getattr(spec, "kind", None) == "text" or getattr(spec, "discrete", None) == "tokens":
-            raise ConfigError(f"PFGM models continuous data and cannot model token data ({name!r}); use an image or vector data set")
-        if getattr(spec, "discrete", None) is not None:
-            raise ConfigError(f"PFGM models continuous data but {name!r} is {spec.discrete} data; "
-                              "set data.binarize=none (and data.dequantize=uniform if you like)")
-        if len(self.shape) == 3 and spec.value_range is not None:
-            vr = tuple(float(v) for v in spec.value_range)
-            if vr != self.data_range:
-                raise ConfigError(f"PFGM was built for images in {list(self.data_range)} but {name!r} has value_range "
-                                  f"{list(vr)}; set model.data_range=[{vr[0]:g}, {vr[1]:g}] or "
-                                  f"data.value_range=[{self.data_range[0]:g}, {self.data_range[1]:g}]")
+    #: continuous images or vectors (no tokens, binary or integer levels); images in data_range
+    data_needs = DataNeeds(IMAGE_OR_VECTOR, (None,), value_range=Opt("data_range"))
 
     # -- the network's field ------------------------------------------------------------------
     def field(self, xt: torch.Tensor) -> torch.Tensor:

@@ -56,6 +56,7 @@ from ...errors import ConfigError, DataError
 from ...nn.likelihoods import rand, randn
 from ...units import bits_per_dim, logmeanexp
 from ..base import GenerativeModel
+from ..data_needs import IMAGE_OR_VECTOR, DataNeeds, Opt
 
 _LOG_2PI = math.log(2.0 * math.pi)
 DEQUANTIZATIONS = ("uniform", "variational")
@@ -205,54 +206,25 @@ class Flow(GenerativeModel):
             self.dequantizer = None
 
     # -- data compatibility -------------------------------------------------------------
-    def check_data(self, spec) -> None:
-        """Raise ConfigError unless ``spec`` is data this flow is a density for.
+    #: dequantization="uniform": continuous data (token, binary and integer-level data are refused: a
+    #: density on a lattice is unbounded); images, and vectors with a value_range, must be uniformly
+    #: dequantised by the loader (data.dequantize=uniform) and lie in data_range (logit preprocessing,
+    #: sample clamping); continuous vectors (2-D toys) are taken as they are.
+    #: dequantization="variational": the un-dequantised grid of ``levels`` levels in data_range.
+    data_needs_by = ("dequantization", "dequantization")
+    data_needs = {
+        "uniform": DataNeeds(IMAGE_OR_VECTOR, (None,), dequantized=True, value_range=Opt("data_range"), range_scope="any",
+                             alternative="model.dequantization=variational"),
+        "variational": DataNeeds(IMAGE_OR_VECTOR, levels=Opt("levels"), value_range=Opt("data_range")),
+    }
 
-        * shapes agree (the base check); token and binary / integer-level data are refused
-          (a density on a lattice is unbounded);
-        * dequantization="uniform": images must be uniformly dequantised by the loader
-          (data.dequantize=uniform); continuous vectors (2-D toys, float arrays) are taken as they are;
-        * dequantization="variational": the data must be the un-dequantised grid with
-          ``levels`` grey levels in ``data_range`` (data.dequantize=none);
-        * images must lie in ``data_range`` (logit preprocessing, sample clamping).
-        """
+    def check_data(self, spec) -> None:
+        """The declared checks (:attr:`data_needs`), then: training-time bits/dim (the loss) use the data's
+        levels, e.g. 17 for sklearn's digits even when the model keeps the default levels=256 (that offset
+        was log2(256 / 17) = 3.9 too high)."""
         super().check_data(spec)
-        name = getattr(spec, "name", "?")
-        cls = type(self).__name__
-        discrete = getattr(spec, "discrete", None)
-        if discrete == "tokens" or getattr(spec, "kind", None) == "text":
-            raise ConfigError(f"{cls} is a density over continuous data and cannot model token data ({name!r}); "
-                              "use an image or vector data set")
-        if discrete is not None:
-            raise ConfigError(f"{cls} is a density over continuous data but {name!r} is {discrete} data; "
-                              "set data.binarize=none data.dequantize=uniform")
-        vr = tuple(float(v) for v in spec.value_range) if spec.value_range is not None else None
-        deq = getattr(spec, "dequantization", None)
-        if self.dequantization == "variational":
-            problems = []
-            if deq:
-                problems.append(f"it is already {deq}ly dequantised (set data.dequantize=none)")
-            if vr is None:
-                problems.append("it is not quantised image data")
-            elif vr != self.data_range:
-                problems.append(f"its value_range is {list(vr)}, not {list(self.data_range)} (set model.data_range)")
-            if int(getattr(spec, "levels", 256)) != self.levels:
-                problems.append(f"it has {spec.levels} levels, not {self.levels} (set model.levels={spec.levels})")
-            if problems:
-                raise ConfigError(f"{cls} dequantization='variational' needs the {self.levels}-level grid in "
-                                  f"{list(self.data_range)} but {name!r}: {'; '.join(problems)}")
-            return
-        if self.is_image or vr is not None:
-            if deq != "uniform":
-                raise ConfigError(f"{cls} is a density over continuous data but {name!r} is not dequantised; "
-                                  "set data.dequantize=uniform, or model.dequantization=variational")
-            if vr != self.data_range:
-                raise ConfigError(f"{cls} was built for data in {list(self.data_range)} but {name!r} has value_range "
-                                  f"{list(vr)}; set model.data_range=[{vr[0]:g}, {vr[1]:g}]")
-        if vr is not None:
-            # training-time bits/dim (loss) use the data's levels, e.g. 17 for sklearn's digits even
-            # when the model keeps the default levels=256 (that offset was log2(256 / 17) = 3.9 too high)
-            self.data_levels = int(getattr(spec, "levels", self.levels))
+        if self.dequantization != "variational" and spec.value_range is not None:
+            self.data_levels = int(spec.levels)
 
     # -- pieces -------------------------------------------------------------------------
     def _check_x(self, x) -> torch.Tensor:

@@ -56,6 +56,7 @@ learned prior variance) and GS-Jacobi / parallel sampling.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -65,6 +66,7 @@ from ...nn.likelihoods import randn
 from ...nn.transformer import Transformer
 from ...registry import register
 from ..base import resolve_labels
+from ..data_needs import Opt
 from ...units import bits_per_dim
 from .base import Chain, Flow, Transform
 from .transforms import Flatten
@@ -285,19 +287,10 @@ class TarFlow(Flow):
         self.likelihood = "bound" if self.noise_std > 0 else "exact"
 
     # -- data and labels -------------------------------------------------------------------
-    def check_data(self, spec) -> None:
-        """Flow's checks (continuous or uniformly dequantised data in ``data_range``), plus: a
-        class-conditional model needs labelled data with at most ``num_classes`` classes."""
-        super().check_data(spec)
-        if self.num_classes > 0:
-            name = getattr(spec, "name", "?")
-            k = getattr(spec, "num_classes", None)
-            if not k:
-                raise ConfigError(f"num_classes={self.num_classes} needs labelled data but {name!r} has no labels; "
-                                  "set model.num_classes=0")
-            if int(k) > self.num_classes:
-                raise ConfigError(f"{name!r} has {k} classes but the model was built with num_classes={self.num_classes}; "
-                                  f"set model.num_classes={k}")
+    #: Flow's uniform-dequantisation needs, plus: a class-conditional model needs labelled data with at
+    #: most ``num_classes`` classes
+    data_needs_by = None
+    data_needs = replace(Flow.data_needs["uniform"], labels=Opt("num_classes"))
 
     def _split(self, batch):
         if isinstance(batch, (tuple, list)):
