@@ -18,6 +18,8 @@ getrusage; 2 CPU cores; nothing else running):
   against genzoo's DDIM / Euler at the same NFE, each at its best chunk, same precision.
 * cli: `genzoo sample RUN --n 1000 sampler=heun steps=18` end to end (the issue's 211 s).
 * n10000 (not in the default set: ~6 min): 10,000 Heun-18 samples at the default chunk, genzoo eval's path.
+* network (not in the default set: ~3 min with torch.compile's first call): one network call, no sampler, for
+  genzoo's UNet in fp32 / bf16 autocast / channels_last / bf16 weights / torch.compile and diffusers' UNet2DModel.
 
 Writes benchmarks/results/sampling_speed.json (one entry per study, with machine and date) and
 prints markdown tables.
@@ -180,6 +182,70 @@ def study_peer(n: int) -> dict:
     return {"rows": rows, "parameters": params, "precision": "bf16" if bf16 else "fp32"}
 
 
+def study_network(n: int) -> dict:
+    """Where the diffusers ratio stands: one network call (no sampler) on a chunk of 250, ms per image, for
+    genzoo's UNet (the flow_matching recipe's, untrained weights: the cost does not depend on them) in the
+    layouts and compilers a CPU offers, and diffusers' UNet2DModel of the peer study, under bf16 autocast."""
+    import copy
+
+    import _diffusers_ref as D
+
+    from genzoo.config import load_recipe, resolve
+    from genzoo.memory import keep_freed_memory
+    from genzoo.registry import build
+    from genzoo.train.run import link_data_args, load_data
+
+    keep_freed_memory()
+    cfg = load_recipe("flow_matching")
+    cfg = resolve(link_data_args(cfg, load_data(cfg["data"], "test").spec))
+    torch.manual_seed(0)
+    net = build(cfg["model"], **cfg["model_args"]).eval().net
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    B, reps = 250, max(2, n // 40)
+    x, t = torch.randn(B, 1, 28, 28), torch.full((B,), 500.0)
+
+    def call(f, autocast=True):
+        def g():
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                return f()
+        return g
+
+    variants = {"genzoo UNet, fp32": call(lambda: net(x, t), autocast=False),
+                "genzoo UNet, bf16 autocast (genzoo's auto)": call(lambda: net(x, t))}
+    cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    variants["genzoo UNet, bf16 autocast, channels_last"] = call(lambda: cl(xc, t))
+    bf = copy.deepcopy(net).bfloat16()
+    bf.embed.float()
+    xb = x.bfloat16()
+    variants["genzoo UNet, bf16 weights (no autocast)"] = call(lambda: bf(xb, t), autocast=False)
+    compiled, compile_s = None, None
+    try:
+        t0 = time.perf_counter()
+        compiled = torch.compile(net)
+        call(lambda: compiled(x, t))()
+        compile_s = time.perf_counter() - t0
+        variants["genzoo UNet, bf16 autocast, torch.compile (inductor)"] = call(lambda: compiled(x, t))
+    except Exception as e:  # no C++ compiler: say so
+        print(f"  torch.compile unavailable: {type(e).__name__}: {e}", flush=True)
+    torch.manual_seed(0)
+    unet = D.make_unet().eval()
+    t_d = torch.tensor(500)
+    variants["diffusers UNet2DModel, bf16 autocast"] = call(lambda: unet(x, t_d).sample)
+    rows = []
+    for name, f in variants.items():
+        f()
+        f()
+        _, w, u, s = timed(lambda: [f() for _ in range(reps)])
+        rows.append(row(B * reps, B, w, u, s, variant=name))
+        print(f"  {name}: {w / (B * reps) * 1000:.3f} ms per image per call", flush=True)
+    return {"rows": rows, "compile_s": compile_s,
+            "parameters": {"genzoo": sum(p.numel() for p in net.parameters()),
+                           "diffusers": sum(p.numel() for p in unet.parameters())}}
+
+
 def study_n10000() -> dict:
     """genzoo eval's path at the leaderboard's size: 10,000 Heun-18 samples at the default chunk."""
     from genzoo.eval.runner import default_chunk
@@ -206,7 +272,7 @@ def study_cli() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["chunks", "families", "likelihood", "peer", "cli", "n10000"], action="append")
+    ap.add_argument("--only", choices=["chunks", "families", "likelihood", "peer", "cli", "n10000", "network"], action="append")
     ap.add_argument("--n", type=int, default=400, help="images per measurement (default 400)")
     ap.add_argument("--child-chunks", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -220,7 +286,7 @@ def main() -> None:
         print(f"== {name}", flush=True)
         fn = {"chunks": lambda: study_chunks(args.n), "families": lambda: study_families(args.n),
               "likelihood": lambda: study_likelihood(64), "peer": lambda: study_peer(args.n), "cli": study_cli,
-              "n10000": study_n10000}[name]
+              "n10000": study_n10000, "network": lambda: study_network(args.n)}[name]
         out = fn()
         out.update(machine=R.machine(), date=time.strftime("%Y-%m-%d"), torch=torch.__version__,
                    command=f"python benchmarks/sampling_speed.py --only {name}" + (f" --n {args.n}" if args.n != 400 else ""))

@@ -237,3 +237,23 @@ if __name__ == "__main__":
     GOLDEN.write_text(json.dumps({"machine": machine(), "written_by": "python tests/test_contract.py --write",
                                   "figures": figures}, indent=1) + "\n")
     print(f"wrote {GOLDEN}")
+
+
+def test_a_new_file_in_a_family_subpackage_registers_itself(tmp_path, monkeypatch):
+    """Issue 30 item 6: a model module added to models/diffusion/ (or models/flows/) registered nothing until it
+    was imported by hand in the package's __init__.py; load_all now finds it on disk as it finds a family."""
+    import sys
+
+    import genzoo.models.diffusion as pkg
+    from genzoo import registry
+
+    (tmp_path / "zz_contract_probe.py").write_text(
+        "from genzoo.models.base import GenerativeModel\nfrom genzoo.registry import register\n\n"
+        "@register('zz_contract_probe', family='diffusion', paper='(test)')\nclass Probe(GenerativeModel):\n    pass\n")
+    monkeypatch.setattr(pkg, "__path__", [*pkg.__path__, str(tmp_path)])
+    try:
+        assert "zz_contract_probe" in registry.list_models()
+        assert registry.get_entry("zz_contract_probe").cls.__module__ == "genzoo.models.diffusion.zz_contract_probe"
+    finally:
+        registry._REGISTRY.pop("zz_contract_probe", None)
+        sys.modules.pop("genzoo.models.diffusion.zz_contract_probe", None)

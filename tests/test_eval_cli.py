@@ -359,3 +359,24 @@ def test_eval_pr_keeps_the_precision_metric_beside_the_sampling_precision(diff_r
     assert isinstance(sm["precision"], float) and 0.0 <= sm["precision"] <= 1.0, sm
     assert isinstance(sm["recall"], float)
     assert sm["sample_precision"] in ("fp32", "bf16")
+
+
+def test_every_library_metric_is_a_genzoo_eval_metric_and_in_its_help(diff_run, tmp_path, capsys):
+    """Defect (issue 30 item 6): `prdc` was in the library's sample_metrics and refused by `genzoo eval`
+    (whose list was kept by hand). One registry (genzoo.metric_registry) is now read by both and the help."""
+    from genzoo.eval import METRICS as LIBRARY
+    from genzoo.eval.runner import VALID_METRICS
+    from genzoo.metric_registry import METRICS
+
+    assert set(LIBRARY) <= set(VALID_METRICS) == set(METRICS)
+    code, o, err = _eval(capsys, str(diff_run), "--metrics", "prdc", "--n-samples", "1000", "--out",
+                         str(tmp_path / "m.json"), "sampler=euler", "steps=2")
+    assert code == 0, err
+    sm = json.loads(o)["sample_metrics"]
+    assert all(0.0 <= sm[k] for k in ("precision", "recall", "density", "coverage")) and sm["coverage"] <= 1.0, sm
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert all(f"{m}:" in help_text for m in METRICS), help_text
+    code, _, err = _eval(capsys, str(diff_run), "--metrics", "prcd")
+    assert code == 2 and "did you mean 'prdc'" in err, err

@@ -136,7 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "MODEL`); log_prob.KEY=... / sample.KEY=... name one of the two")
     q.add_argument("run_dir")
     q.add_argument("options", nargs="*", metavar="key=value", help="model.log_prob and model.sample options")
-    q.add_argument("--metrics", default=None, help="comma-separated subset of nll,fid,kid,pr,probe,modes,recon (default: the recipe's eval.metrics)")
+    from .metric_registry import metric_names, metrics_help
+
+    q.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(metric_names())} (default: the "
+                   f"recipe's eval.metrics). {metrics_help()}")
     q.add_argument("--split", default=None, help="valid or test (default test)")
     q.add_argument("--n-samples", type=int, default=None, help="samples for fid/kid/pr (default 10000)")
     q.add_argument("--limit", type=int, default=None, help="evaluate nll on a fixed random subset of N examples")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError, DataError, did_you_mean
+from ..errors import DataError
 from .features import (
     CIFAR10Extractor,
     CIFAR10FeatureNet,
@@ -32,8 +32,10 @@ from .features import (
 from .fid import feature_stats, fid_from_features, frechet_distance, kid_from_features
 from .nll import evaluate_nll
 from .prdc import precision_recall, precision_recall_density_coverage
+from ..metric_registry import check_metrics, metric_names
 
-METRICS = ("fid", "kid", "pr", "prdc")
+#: the feature-space sample metrics :func:`sample_metrics` computes (genzoo.metric_registry: features=True)
+METRICS = metric_names(features=True)
 
 __all__ = [
     "METRICS", "sample_metrics", "fid_floor", "evaluate_nll",
@@ -46,13 +48,7 @@ __all__ = [
 
 
 def _check_metrics(metrics) -> tuple[str, ...]:
-    if isinstance(metrics, str):
-        metrics = (metrics,)
-    metrics = tuple(metrics)
-    for m in metrics:
-        if m not in METRICS:
-            raise ConfigError(f"unknown metric {m!r}{did_you_mean(m, METRICS)}; valid: {', '.join(METRICS)}")
-    return metrics
+    return check_metrics(metrics, METRICS)
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, names=("fake", "real")) -> None:

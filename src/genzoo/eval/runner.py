@@ -2,7 +2,7 @@
 
 * ``nll``: log_prob over the evaluation split, nats per example and bits/dim (the
   binarisation / dequantisation is named in the output).
-* ``fid``, ``kid``, ``pr``: ``n_samples`` samples against the same number of real
+* ``fid``, ``kid``, ``pr``, ``prdc``: ``n_samples`` samples against the same number of real
   images of the evaluation split, in the data set's own representation (binary data
   against binarised images), on the features of genzoo's shipped MNIST classifier for
   28x28 grey images (raw pixels / coordinates otherwise). The FID floor, FID(eval split,
@@ -45,11 +45,12 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, did_you_mean
+from ..metric_registry import check_metrics, metric_names
 from ..train.checkpoint import atomic_write_text
 from ..devices import resolve_device  # noqa: F401  (re-exported: genzoo.eval.runner.resolve_device)
 from ..train.run import load_data, load_run
 
-VALID_METRICS = ("nll", "fid", "kid", "pr", "probe", "modes", "recon")
+VALID_METRICS = metric_names()  # genzoo.metric_registry: the one list
 
 
 def machine_description() -> str:
@@ -120,7 +121,8 @@ STORE_FORMAT = "genzoo-evaluations/1"
 #: FID(test, train) floor is about 0.3 at 10,000 images and several times that at 1,000), so a number
 #: from 5 or 100 images says more about N than about the model.
 MIN_SET_SIZE = 1000
-SAMPLE_METRICS = ("fid", "kid", "pr", "modes")  # the metrics that draw samples from the model
+SAMPLE_METRICS = metric_names(samples=True)  # the metrics that draw samples from the model
+FEATURE_METRICS = metric_names(features=True)  # ... and compare them with real data in feature space
 
 
 def _canon(v) -> str:
@@ -318,9 +320,7 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
     model, cfg, spec = load_run(run_dir, ema=ema, device=dev)
     ev = cfg.get("eval", {})
     metrics = list(metrics or ev.get("metrics") or ["nll"])
-    for m in metrics:
-        if m not in VALID_METRICS:
-            raise ConfigError(f"unknown metric {m!r}{did_you_mean(m, VALID_METRICS)}; valid metrics: {', '.join(VALID_METRICS)}")
+    check_metrics(metrics)
     o_lp, o_s = split_options(model, options, metrics)
     log_prob_opts = {**(log_prob_opts or {}), **o_lp}
     sample_opts = {**(sample_opts or {}), **o_s}
@@ -334,7 +334,7 @@ def run_evaluation(run_dir, metrics=None, *, split: str | None = None, n_samples
         model.check_options(s_opts, model.sample_options)
     data = load_data(cfg["data"], split)
     ext, ext_note = None, None
-    sm = [m for m in metrics if m in ("fid", "kid", "pr")]
+    sm = [m for m in metrics if m in FEATURE_METRICS]
     if sm:
         ext = get_extractor(extractor or "auto", data.spec, device=dev)
         n_real = min(n_samples, len(data))

@@ -16,5 +16,10 @@ FAMILY_MODULES: list[str] = sorted(m.name for m in pkgutil.iter_modules(__path__
 
 
 def load_all() -> None:
+    """Import every family module, and every module of a family sub-package (models/diffusion/,
+    models/flows/): a new file there registers its models by existing, as a top-level family does."""
     for name in FAMILY_MODULES:
-        importlib.import_module(f"{__name__}.{name}")
+        mod = importlib.import_module(f"{__name__}.{name}")
+        for sub in pkgutil.iter_modules(getattr(mod, "__path__", None) or []):
+            if not sub.name.startswith("_"):
+                importlib.import_module(f"{mod.__name__}.{sub.name}")
