@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--limit", type=int, default=None, help="evaluate nll on a fixed random subset of N examples")
     q.add_argument("--extractor", default=None, metavar="mnist|cifar10|inception|raw|FILE",
                    help="feature network of fid/kid/pr/recon: mnist (genzoo's MNIST classifier), cifar10 (genzoo's CIFAR-10 "
-                        "classifier, 3x32x32), inception (torch-fidelity's Inception-v3), raw (the data itself), or "
+                        "classifier, 3x32x32), inception (the FID Inception-v3; weights from $GENZOO_INCEPTION_WEIGHTS or torch's hub cache), raw (the data itself), or "
                         "FILE.safetensors (your MNISTFeatureNet or CIFAR10FeatureNet weights); default: mnist for MNIST, "
                         "cifar10 for CIFAR-10, raw for the 2-D toys and 8x8 digits, required for other data")
     q.add_argument("--allow-small", action="store_true",

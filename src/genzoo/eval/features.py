@@ -19,9 +19,10 @@ genzoo metric names the extractor it used (``extractor.name``) and the protocol 
   for your own 32x32 colour images choose it by name (``--extractor cifar10``). Like ``"mnist"``,
   its FIDs compare models with each other and with the floor, never with the Inception FIDs of
   papers.
-* ``"inception"``: the Inception-v3 pool3 features (2048-d) of torch-fidelity's
-  ``inception-v3-compat`` extractor, the network of the original TF FID code. Needs
-  ``pip install torch-fidelity`` and its weights (downloaded on first use).
+* ``"inception"``: the Inception-v3 pool3 features (2048-d) of the standard FID protocol, the network
+  of the original TF FID code rebuilt in :mod:`genzoo.eval.inception`. Needs the converted weights of
+  pytorch-fid or torch-fidelity (``$GENZOO_INCEPTION_WEIGHTS`` or torch's hub cache; never downloaded
+  by genzoo).
 * ``"raw"``: the flattened data itself (8x8 digits, 2-D toy points, vectors).
 * ``"auto"``, given the data set's ``spec``: ``"mnist"`` only for the MNIST data sets genzoo
   ships (:data:`MNIST_DATASETS`), ``"raw"`` for its 2-D toys and the 8x8 digits
@@ -422,30 +423,24 @@ class RawExtractor(_BatchedExtractor):
 
 
 class InceptionExtractor(_BatchedExtractor):
-    """Inception-v3 pool3 features (2048-d) from torch-fidelity's ``inception-v3-compat``.
+    """Inception-v3 pool3 features (2048-d) of the standard FID protocol (:mod:`genzoo.eval.inception`).
 
-    Inputs in ``value_range`` are mapped to uint8 0..255 (grey images repeated to 3
-    channels); torch-fidelity resizes to 299x299 itself, like the TF FID reference code.
+    Inputs in ``value_range`` are mapped to 0..255 and rounded to integers (the uint8 images of the
+    reference code; grey images repeated to 3 channels); the network resizes them to 299x299 with TF 1.x
+    bilinear resizing. ``weights``: the weight file (default: ``$GENZOO_INCEPTION_WEIGHTS`` or torch's hub
+    cache, :func:`genzoo.eval.inception.find_weights`); genzoo never downloads it. Named ``"inception"`` with
+    the standard weights, ``"inception:file:NAME@SHA12"`` with any other file.
     """
 
     name = "inception"
 
-    def __init__(self, value_range: tuple[float, float] = (-1.0, 1.0), batch_size: int = 100, device=None):
-        try:
-            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-        except ImportError:
-            raise ConfigError(
-                "extractor='inception' needs torch-fidelity: `pip install torch-fidelity` "
-                "(its Inception-v3 weights must be downloadable on first use, or already cached); "
-                "use extractor='mnist' or 'raw' offline"
-            ) from None
+    def __init__(self, value_range: tuple[float, float] = (-1.0, 1.0), batch_size: int = 100, device=None, weights=None):
+        from .inception import load_fid_inception
+
         self.value_range = (float(value_range[0]), float(value_range[1]))
         self.batch_size = int(batch_size)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        try:
-            self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).to(self.device).eval()
-        except Exception as e:  # download failure etc.
-            raise ConfigError(f"could not load torch-fidelity's Inception-v3 weights ({type(e).__name__}: {e}); they must be downloadable or cached") from None
+        self.net, self.name = load_fid_inception(weights, device=self.device)
         self.dim = 2048
 
     def _check(self, x: torch.Tensor) -> None:
@@ -453,12 +448,10 @@ class InceptionExtractor(_BatchedExtractor):
             raise DataError(f"the inception extractor needs images (B, 1 or 3, H, W), got {tuple(x.shape)}")
 
     def _features(self, xb: torch.Tensor) -> torch.Tensor:
-        u = (_to_unit_interval(xb, self.value_range) * 255.0).round().to(torch.uint8)
+        u = (_to_unit_interval(xb, self.value_range) * 255.0).round()
         if u.shape[1] == 1:
             u = u.repeat(1, 3, 1, 1)
-        out = self.net(u.to(self.device))
-        f = out[0] if isinstance(out, (tuple, list)) else out
-        return f.reshape(f.shape[0], -1)
+        return self.net(u.to(self.device))
 
 
 def get_extractor(
