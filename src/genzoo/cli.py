@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "finished diffusion-family cells")
     q.add_argument("--out", default="leaderboard", help="the leaderboard folder: cells/ (results, kept), runs/ (run folders), "
                    "report files (default ./leaderboard; genzoo's own: benchmarks/leaderboard)")
-    q.add_argument("--track", action="append", metavar="NAME", help="binary, grey, text or vector (repeatable; default all)")
+    q.add_argument("--track", action="append", metavar="NAME", help="binary, grey, text, vector or cifar10 (repeatable; default all, cifar10 only where its data is found)")
     q.add_argument("--only", action="append", metavar="ROW", help="only these rows (repeatable): ROW on every chosen track (--only gan), TRACK/ROW on one (--only grey/gan)")
     q.add_argument("--seeds", default=None, metavar="0,1,2", help="training seeds (default: 0, and 0,1,2 for the seed-noise rows)")
     q.add_argument("--budget", type=float, default=None, metavar="SECONDS",
