@@ -58,7 +58,8 @@ def test_every_entry_trains_on_its_tracks_data():
         for e in t.entries:
             if e.peer is None:
                 cfg = H.cell_config(t, e, 0, t.budget_s)  # refuses a recipe on other data
-                assert cfg["train"]["time_budget"] == t.budget_s and cfg["train"]["seed"] == 0
+                want = t.budget_s * (1 - e.tokenizer_share) if e.tokenizer else t.budget_s  # a two-stage row splits it
+                assert cfg["train"]["time_budget"] == want and cfg["train"]["seed"] == 0
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +288,26 @@ def test_the_readme_excerpt_is_generated_from_the_committed_cells(tmp_path):
     (tmp_path / "plain.md").write_text("# nothing here\n")
     with pytest.raises(ConfigError, match="no leaderboard excerpt block"):
         update_readme(tmp_path / "plain.md", want)
+
+
+def test_two_stage_vq_row_trains_tokenizer_then_prior(tmp_path):
+    """Issue 31 (the VQ rows were missing): a two-stage cell trains its tokenizer for its share of the budget, then
+    the prior over its codes for the rest, evaluates the prior's decoded samples and records the tokenizer's
+    reconstructions; the fingerprint covers both stages."""
+    from dataclasses import replace
+
+    t = TRACKS["grey"]
+    e = next(x for x in t.entries if x.name == "vqvae")
+    assert e.tokenizer == "vqvae" and H.cell_config(t, e, 0, 10.0, stage="tokenizer")["train"]["time_budget"] == 5.0
+    assert H.cell_config(t, e, 0, 10.0)["model_args"]["tokenizer"] == H.TOKENIZER_RUN
+    assert H._fingerprint_of(t, e, 0, 10.0, SMOKE_PROTOCOL) != H._fingerprint_of(
+        t, replace(e, tokenizer_share=0.25), 0, 10.0, SMOKE_PROTOCOL)
+    rec = H.run_cell(tmp_path, t, e, 0, 2.0, {**H.PROTOCOL, **SMOKE_PROTOCOL}, log=lambda *a: None)
+    assert rec["registered_model"] == "vq_prior" and rec["samples"]["n_samples"] == SMOKE_PROTOCOL["n_samples"]
+    tok = rec["tokenizer"]
+    assert tok["model"] == "VQVAE" and tok["steps"] > 0 and tok["recon"]["n"] == SMOKE_PROTOCOL["n_samples"]
+    assert 0 < tok["recon"]["usage"] <= 1 and tok["recon"]["mse"] > 0
+    assert (tmp_path / "runs" / "grey" / "vqvae-s0-tokenizer" / "train_summary.json").is_file()
+    from genzoo.bench.report import _tokenizer_note
+
+    assert _tokenizer_note(rec).startswith("tokenizer VQVAE (")

@@ -98,13 +98,26 @@ def cell_paths(out: Path, track: Track, e: Entry, seed: int) -> dict:
             "log": out / "runs" / track.name / f"{stem}.log"}
 
 
-def cell_config(track: Track, e: Entry, seed: int, budget: float) -> dict:
+#: a two-stage cell's prior config holds this in model.tokenizer until its tokenizer's run folder exists
+TOKENIZER_RUN = "<the cell's tokenizer run>"
+
+
+def cell_config(track: Track, e: Entry, seed: int, budget: float, *, stage: str = "model") -> dict:
     """The raw recipe of a cell: the entry's recipe, its overrides, then the seed and the budget (the budget,
-    not the recipe's step count, ends every run; the learning-rate schedule follows the clock)."""
+    not the recipe's step count, ends every run; the learning-rate schedule follows the clock). A two-stage
+    entry (``e.tokenizer``): ``stage="tokenizer"`` is its tokenizer's recipe with ``tokenizer_share`` of the budget,
+    ``stage="model"`` the prior's with the rest, reading the tokenizer from :data:`TOKENIZER_RUN` (set when run)."""
     from ..config import apply_overrides, load_recipe, parse_overrides
 
-    cfg = apply_overrides(load_recipe(e.recipe), parse_overrides(
+    recipe = e.recipe
+    if e.tokenizer:
+        share = e.tokenizer_share if stage == "tokenizer" else 1.0 - e.tokenizer_share
+        budget = budget * share
+        recipe = e.tokenizer if stage == "tokenizer" else e.recipe
+    cfg = apply_overrides(load_recipe(recipe), parse_overrides(
         [*e.overrides, f"train.seed={seed}", "train.steps=1000000", f"train.time_budget={budget:g}"]))
+    if e.tokenizer and stage == "model":
+        cfg.setdefault("model_args", {})["tokenizer"] = TOKENIZER_RUN
     for k, v in track.data_cfg.items():
         got = (cfg.get("data") or {}).get(k, "none" if k == "binarize" else None)
         if got != v:
@@ -145,7 +158,13 @@ def _fingerprint_of(track, e, seed, budget, protocol) -> str:
         from .peers import peer_fingerprint
 
         return peer_fingerprint(track, e, seed, budget, protocol)
-    return fingerprint(cell_config(track, e, seed, budget), e, protocol)
+    return fingerprint(_cell_configs(track, e, seed, budget), e, protocol)
+
+
+def _cell_configs(track, e, seed, budget) -> dict:
+    """What a cell's fingerprint covers: its config, and a two-stage cell's tokenizer config too."""
+    cfg = cell_config(track, e, seed, budget)
+    return {**cfg, "_tokenizer": cell_config(track, e, seed, budget, stage="tokenizer")} if e.tokenizer else cfg
 
 
 def _atomic_json(path: Path, rec: dict) -> None:
@@ -208,13 +227,23 @@ def run_cell(out: Path, track: Track, e: Entry, seed: int, budget: float, protoc
     from ..train.run import train
 
     cfg = cell_config(track, e, seed, budget)
-    fp = fingerprint(cfg, e, protocol)
+    fp = fingerprint(_cell_configs(track, e, seed, budget), e, protocol)
     run_dir = p["run"]
-    if run_dir.exists() and (not p["fingerprint"].is_file() or p["fingerprint"].read_text().strip() != fp):
+    tok_dir = run_dir.with_name(run_dir.name + "-tokenizer") if e.tokenizer else None
+    if (run_dir.exists() or (tok_dir and tok_dir.exists())) and (
+            not p["fingerprint"].is_file() or p["fingerprint"].read_text().strip() != fp):
         log(f"[bench] {cell_id(track, e, seed)}: its run folder was made from other settings; training it again")
-        shutil.rmtree(run_dir)
+        for d in (run_dir, tok_dir):
+            if d is not None and d.exists():
+                shutil.rmtree(d)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     p["fingerprint"].write_text(fp + "\n")
+    tok_rec = None
+    if e.tokenizer:
+        tok_cfg = cell_config(track, e, seed, budget, stage="tokenizer")
+        _train_stage(tok_dir, tok_cfg, f"{cell_id(track, e, seed)} tokenizer", progress, log)
+        cfg["model_args"]["tokenizer"] = str(tok_dir)
+        tok_rec = _tokenizer_record(tok_dir, protocol, progress)
     train_cfg = copy.deepcopy(cfg)
     train_cfg.setdefault("train", {})["progress"] = bool(progress)
     if (run_dir / "train_summary.json").is_file():
@@ -227,7 +256,7 @@ def run_cell(out: Path, track: Track, e: Entry, seed: int, budget: float, protoc
         rc.setdefault("train", {})["progress"] = bool(progress)
         train(rc, run_dir, resume=True)
     else:
-        log(f"[bench] {cell_id(track, e, seed)}: training {e.recipe} for {budget:g} s")
+        log(f"[bench] {cell_id(track, e, seed)}: training {e.recipe} for {cfg['train']['time_budget']:g} s")
         train(train_cfg, run_dir, overwrite=run_dir.exists())
     summary = json.loads((run_dir / "train_summary.json").read_text())
     t_eval = time.perf_counter()
@@ -239,7 +268,43 @@ def run_cell(out: Path, track: Track, e: Entry, seed: int, budget: float, protoc
         "precision": summary.get("precision"), "fingerprint": fp, **started, **ev,
         "eval_s": round(time.perf_counter() - t_eval, 1),
     }
+    if tok_rec is not None:
+        rec["tokenizer"] = tok_rec
     return _finish(p, rec, track, e, seed, budget, protocol)
+
+
+def _train_stage(run_dir: Path, cfg: dict, what: str, progress: bool, log) -> None:
+    """Train a run folder to its budget, resuming a killed one and keeping a finished one."""
+    from ..config import read_run_config_for_resume
+    from ..train.checkpoint import latest_checkpoint
+    from ..train.run import train
+
+    if (run_dir / "train_summary.json").is_file():
+        return
+    if run_dir.exists() and latest_checkpoint(run_dir) is not None:
+        log(f"[bench] {what}: resuming its training from {latest_checkpoint(run_dir).name}")
+        rc = read_run_config_for_resume(run_dir, [])
+        rc.setdefault("train", {})["progress"] = bool(progress)
+        train(rc, run_dir, resume=True)
+        return
+    log(f"[bench] {what}: training {cfg.get('model')} for {cfg['train']['time_budget']:g} s")
+    cfg = copy.deepcopy(cfg)
+    cfg.setdefault("train", {})["progress"] = bool(progress)
+    train(cfg, run_dir, overwrite=run_dir.exists())
+
+
+def _tokenizer_record(tok_dir: Path, protocol: dict, progress: bool) -> dict:
+    """A two-stage cell's tokenizer: its training summary and reconstructions of the test split (MSE, codebook
+    usage and perplexity, FID of the reconstructions with its floor), at the protocol's sample count."""
+    from ..eval.runner import run_evaluation
+
+    s = json.loads((tok_dir / "train_summary.json").read_text())
+    floor = int(protocol["min_set"])
+    r = run_evaluation(tok_dir, ["recon"], n_samples=int(protocol["n_samples"]), progress=progress,
+                       allow_small=floor < 1000).record["recon"]
+    keep = ("mse", "fid", "fid_floor", "usage", "perplexity", "n", "extractor", "codebook_size")
+    return {"model": s.get("model"), "steps": s.get("steps"), "train_s": s.get("train_time_s"),
+            "parameters": s.get("parameters"), "recon": {k: r[k] for k in keep if k in r}}
 
 
 def _finish(p: dict, rec: dict, track: Track, e: Entry, seed: int, budget: float, protocol: dict) -> dict:

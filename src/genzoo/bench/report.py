@@ -101,7 +101,7 @@ def track_rows(out: Path, track: Track, cells: list[dict], include_off: bool = F
             "sampler": _sampler(s0.get("sample_options") or {}), "parameters": r0.get("parameters"), "steps": r0.get("steps"),
             "images_per_s": r0.get("images_per_s"), "budget_s": r0.get("budget_s"), "train_precision": r0.get("precision"),
             "grid": f"{track.name}/{r0['grid']}" if r0.get("grid") else None, "command": r0.get("command"),
-            "notes": "; ".join(x for x in (r0.get("nll_note"), r0.get("samples_note")) if x),
+            "notes": "; ".join(x for x in (r0.get("nll_note"), r0.get("samples_note"), _tokenizer_note(r0)) if x),
             "modes": (r0.get("modes") or {}).get("modes_covered") if r0.get("modes") else None,
             "date": r0.get("date"), "machine": r0.get("machine_line"), "commit": r0.get("commit"),
         })
@@ -479,3 +479,16 @@ def write_report(out: Path, *, with_membership: bool = True, include_off: bool =
 
 
 __all__ = ["write_report", "load_cells", "track_rows", "markdown", "readme_excerpt", "update_readme"]
+
+
+def _tokenizer_note(rec: dict) -> str | None:
+    """A two-stage cell's tokenizer in words: what it is, its steps, and its reconstructions."""
+    t = rec.get("tokenizer")
+    if not t:
+        return None
+    r = t.get("recon") or {}
+    bits = [f"MSE {r['mse']:.4f}" if "mse" in r else None, f"FID {r['fid']:.2f}" if "fid" in r else None,
+            f"codebook usage {r['usage']:.2f}" if "usage" in r else None]
+    return (f"tokenizer {t.get('model')} ({t.get('steps')} steps in {t.get('train_s') or 0:.0f} s of the budget), reconstructions of "
+            f"{r.get('n', '?')} test images: " + ", ".join(b for b in bits if b))
+

@@ -1,0 +1,1 @@
+"""Multi-step pipelines above train/ and eval/ (reflow and one-step distillation); cli.py only dispatches to them."""
