@@ -617,3 +617,20 @@ def test_rope_tie_text_only_is_rope_1d_and_cache_matches():
     assert not torch.allclose(full, one(x), atol=1e-4)  # the image's 2-D positions change the outputs
     with pytest.raises(ValueError, match="rope_tie_positions"):
         tie(x)
+
+
+def test_the_auxiliary_loss_is_returned_not_read_from_an_attribute():
+    """Issue 30 item 3: models read Transformer.aux_loss, a side channel set by the last forward pass; forward
+    returns it now (return_aux=True), and the models that train Transformer-VQ add the returned loss."""
+    net = tiny("none", attention="vq", depth=2, vq_codes=8, vq_block=4)
+    x = torch.randint(0, 11, (2, 11), generator=gen(29))
+    plain = net(x)
+    out, aux = net(x, return_aux=True)
+    assert torch.equal(out, plain) and aux > 0 and aux.requires_grad
+    assert not hasattr(net, "aux_loss")
+    _, zero = tiny("rope", depth=1)(x, return_aux=True)
+    assert float(zero) == 0.0
+    m = genzoo.build("charlm", shape=(11,), vocab_size=11, dim=32, depth=1, heads=4, pos="none", attention="vq",
+                     vq_codes=8, vq_block=4)
+    out = m.loss(x)
+    assert out["vq_commitment"] > 0 and torch.allclose(out["loss"], out["bits_per_char"] * math.log(2) + out["vq_commitment"])

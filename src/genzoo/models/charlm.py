@@ -87,25 +87,33 @@ class CharLM(GenerativeModel):
             raise DataError(f"token ids must be in 0..{self.vocab_size - 1}")
         return x.long()
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T) ids -> (B, T, V): logits of p(x_t | x_<t) (position 0 conditioned on BOS only)."""
+    def _logits_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self._check_tokens(x)
         inp = torch.cat((torch.full_like(x[:, :1], self.bos), x[:, :-1]), dim=1)
-        return self.net(inp)
+        return self.net(inp, return_aux=True)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids -> (B, T, V): logits of p(x_t | x_<t) (position 0 conditioned on BOS only)."""
+        return self._logits_aux(x)[0]
+
+    def _log_prob_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, aux = self._logits_aux(x)
+        logp = F.log_softmax(logits.float(), dim=-1)
+        return logp.gather(-1, x.long()[..., None]).squeeze(-1).sum(-1), aux
 
     def log_prob(self, x: torch.Tensor, **opts) -> torch.Tensor:
         """log p(block) in nats, (B,); bits/char = -log_prob / (T ln 2)."""
         self.check_options(opts, (), what="log_prob")
-        logp = F.log_softmax(self.logits(x).float(), dim=-1)
-        return logp.gather(-1, x.long()[..., None]).squeeze(-1).sum(-1)
+        return self._log_prob_aux(x)[0]
 
     def loss(self, batch, **kwargs) -> dict[str, torch.Tensor]:
         self.check_options(kwargs, (), what="loss")
-        nll = -self.log_prob(batch) / batch.shape[1]
+        lp, aux = self._log_prob_aux(batch)
+        nll = -lp / batch.shape[1]
         loss = nll.mean()
-        out = {"loss": loss + self.net.aux_loss, "bits_per_char": loss.detach() / 0.6931471805599453}
-        if self.net.aux_loss.requires_grad:
-            out["vq_commitment"] = self.net.aux_loss.detach()
+        out = {"loss": loss + aux, "bits_per_char": loss.detach() / 0.6931471805599453}
+        if aux.requires_grad:
+            out["vq_commitment"] = aux.detach()
         return out
 
     # -- decoding ---------------------------------------------------------------------------------

@@ -125,18 +125,23 @@ class ImageTransformer(GenerativeModel):
         return self.net(self._inputs(self.to_tokens(x)))
 
     # -- interface -------------------------------------------------------------------------------
+    def _log_prob_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.to_tokens(x)
+        logits, aux = self.net(self._inputs(k), return_aux=True)
+        logp = F.log_softmax(logits.float(), dim=-1)
+        return logp.gather(-1, k[..., None]).squeeze(-1).sum(-1), aux
+
     def log_prob(self, x: torch.Tensor, **opts) -> torch.Tensor:
         """log p(x) in nats per image, (B,)."""
         self.check_options(opts, (), what="log_prob")
-        k = self.to_tokens(x)
-        logp = F.log_softmax(self.net(self._inputs(k)).float(), dim=-1)
-        return logp.gather(-1, k[..., None]).squeeze(-1).sum(-1)
+        return self._log_prob_aux(x)[0]
 
     def loss(self, batch, **kwargs) -> dict[str, torch.Tensor]:
         """Cross-entropy in nats per pixel (the optimised loss) and nats per image (logged)."""
         self.check_options(kwargs, (), what="loss")
-        nll = -self.log_prob(batch)
-        return {"loss": nll.mean() / self.D + self.net.aux_loss, "nll": nll.mean().detach()}
+        lp, aux = self._log_prob_aux(batch)
+        nll = -lp
+        return {"loss": nll.mean() / self.D + aux, "nll": nll.mean().detach()}
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:

@@ -432,10 +432,11 @@ class VQPrior(GenerativeModel):
         """Images -> (B, L) code sequences (raster order)."""
         return self.tokenizer.tokenize(x).reshape(x.shape[0], -1)
 
-    def _logp(self, k: torch.Tensor) -> torch.Tensor:
+    def _logp(self, k: torch.Tensor, return_aux: bool = False):
         inp = torch.cat((torch.full_like(k[:, :1], self.bos), k[:, :-1]), 1)
-        logp = F.log_softmax(self.net(inp).float(), -1)
-        return logp.gather(-1, k[..., None]).squeeze(-1).sum(-1)
+        logits, aux = self.net(inp, return_aux=True)
+        logp = F.log_softmax(logits.float(), -1).gather(-1, k[..., None]).squeeze(-1).sum(-1)
+        return (logp, aux) if return_aux else logp
 
     def log_prob_codes(self, x: torch.Tensor) -> torch.Tensor:
         """log p(codes(x)) in nats per image (B,)."""
@@ -444,8 +445,9 @@ class VQPrior(GenerativeModel):
     def loss(self, batch, **kwargs) -> dict[str, torch.Tensor]:
         self.check_options(kwargs, (), what="loss")
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        nll = -self._logp(self.codes(x))
-        return {"loss": nll.mean() / self.L + self.net.aux_loss, "nll_codes": nll.mean().detach(),
+        logp, aux = self._logp(self.codes(x), return_aux=True)
+        nll = -logp
+        return {"loss": nll.mean() / self.L + aux, "nll_codes": nll.mean().detach(),
                 "bits_per_code": (nll.mean() / self.L / math.log(2)).detach()}
 
     @torch.no_grad()

@@ -174,7 +174,7 @@ class Transformer(nn.Module):
             ``forward(..., cond=y)`` picks the rows (cond None = no label for every example).
         mlp_ratio, dropout: MLP width factor; dropout in attention and MLP.
 
-    After a forward pass, ``aux_loss`` holds the sum of the layers' auxiliary losses (the
+    ``forward(..., return_aux=True)`` also returns the sum of the layers' auxiliary losses (the
     Transformer-VQ commitment losses; 0 otherwise): a model adds it to its loss.
     """
 
@@ -253,7 +253,6 @@ class Transformer(nn.Module):
         self.norm = nn.LayerNorm(dim) if norm == "layernorm" else RMSNorm(dim)
         self.head = nn.Linear(dim, out_dim if out_dim is not None else (vocab_size or in_dim))
         self.drop = nn.Dropout(dropout)
-        self.aux_loss = torch.zeros(())
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2: residual projections scaled by 1/sqrt(2 depth)
             if name.endswith("attn.proj.weight") or name.endswith("mlp.2.weight"):
@@ -320,14 +319,16 @@ class Transformer(nn.Module):
         return k
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, positions: torch.Tensor | None = None,
-                cond: torch.Tensor | None = None, attn_temp: float = 1.0) -> torch.Tensor:
+                cond: torch.Tensor | None = None, attn_temp: float = 1.0, return_aux: bool = False):
         """x (B, T) ids or (B, T, in_dim) -> (B, T, out_dim). With ``cache``, x continues the cached
         sequence (positions cache.length .. cache.length + T - 1) and the cache is extended.
         ``positions`` (T,) or (T, P) overrides the rotary positions (default: the sequence index,
         or its grid cell for rope2d). ``cond`` (B,) int64 class labels in 0..num_classes
         (num_classes = no label; None = no label for every example), for a Transformer built
         with ``num_classes > 0``; pass the same labels with every cached call. ``attn_temp``
-        tau divides every softmax attention logit (tau = 1: plain attention)."""
+        tau divides every softmax attention logit (tau = 1: plain attention). ``return_aux``: return
+        ``(output, aux)``, aux the sum of the layers' auxiliary losses (the Transformer-VQ commitment losses;
+        a 0 tensor otherwise), which a model adds to its loss."""
         T = x.shape[1]
         if attn_temp != 1.0:
             if not attn_temp > 0:
@@ -371,7 +372,7 @@ class Transformer(nn.Module):
             h = block(h, positions, index, cache.layers[i] if cache is not None else None, attn_temp)
             if getattr(block.attn, "kind", "") == "vq":
                 aux = aux + block.attn.aux_loss
-        self.aux_loss = aux
         if cache is not None:
             cache.length += T
-        return self.head(self.norm(h))
+        out = self.head(self.norm(h))
+        return (out, aux) if return_aux else out
