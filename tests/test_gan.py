@@ -338,7 +338,7 @@ TOY_RUNS = [("gan", {}), ("gan", {"gen_loss": "minimax"})] + [(n, {}) for n in M
 
 
 @pytest.mark.parametrize("name,extra", TOY_RUNS, ids=[n + ("-" + "-".join(e.values()) if e else "") for n, e in TOY_RUNS])
-def test_eight_gaussians_mode_coverage(name, extra, tmp_path):
+def test_eight_gaussians_mode_coverage(name, extra, tmp_path, one_thread):
     model, margs, t = _toy_cfg(name)
     margs.update(extra)
     torch.manual_seed(0)

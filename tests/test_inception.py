@@ -74,10 +74,10 @@ def test_extractor_with_random_weights_pth_and_safetensors(tmp_path):
     pth, net = _random_weights(tmp_path, "pth")
     st, _ = _random_weights(tmp_path, "safetensors")
     g = torch.Generator().manual_seed(1)
-    x = torch.rand(3, 3, 32, 32, generator=g) * 2 - 1
+    x = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
     a, b = InceptionExtractor(weights=pth), InceptionExtractor(weights=st)
     fa, fb = a(x), b(x)
-    assert fa.shape == (3, 2048) and fa.dtype == torch.float64 and torch.isfinite(fa).all()
+    assert fa.shape == (2, 2048) and fa.dtype == torch.float64 and torch.isfinite(fa).all()
     torch.testing.assert_close(fa, fb)
     assert a.name.startswith("inception:file:random-inception.pth@")  # not the standard weights: named by file
     # what the extractor feeds the network: the images as integers 0..255
@@ -85,7 +85,7 @@ def test_extractor_with_random_weights_pth_and_safetensors(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(fa, net.eval()(u).double(), rtol=1e-4, atol=1e-4)
     # grey images are repeated to three channels
-    grey = x[:, :1]
+    grey = x[:1, :1]
     torch.testing.assert_close(a(grey), a(grey.repeat(1, 3, 1, 1)))
     # through get_extractor and the environment variable, into sample_metrics
     import os
@@ -93,7 +93,7 @@ def test_extractor_with_random_weights_pth_and_safetensors(tmp_path):
     os.environ[ENV] = str(pth)
     try:
         ext = get_extractor("inception", shape=(3, 32, 32))
-        out = sample_metrics(x, torch.rand(3, 3, 32, 32, generator=g) * 2 - 1, metrics=("fid",), extractor=ext)
+        out = sample_metrics(x, torch.rand(2, 3, 32, 32, generator=g) * 2 - 1, metrics=("fid",), extractor=ext)
         assert out["extractor"] == a.name and out["feature_dim"] == 2048 and out["fid"] >= 0
     finally:
         del os.environ[ENV]

@@ -274,15 +274,12 @@ def test_extractor_wrong_shape_and_unknown_name():
     assert raw(torch.ones(3, 2)).dtype == torch.float64
 
 
-def test_inception_needs_torch_fidelity():
-    pytest.importorskip("numpy")
-    try:
-        import torch_fidelity  # noqa: F401
-    except ImportError:
-        with pytest.raises(ConfigError, match="pip install torch-fidelity"):
-            get_extractor("inception")
-    else:
-        pytest.skip("torch-fidelity installed; its weights may need a download")
+def test_inception_without_its_weights_names_the_file(tmp_path, monkeypatch):
+    """genzoo's own FID Inception (no torch-fidelity) needs the converted weights, which it never downloads."""
+    monkeypatch.delenv("GENZOO_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(ConfigError, match="pt_inception-2015-12-05-6726825d.pth"):
+        get_extractor("inception")
 
 
 def test_fid_floor_small_compared_with_noise(mnist_test, mnist_train_head):
@@ -309,7 +306,7 @@ def test_sample_metrics_entry_point(mnist_test):
     assert out["num_fake"] == out["num_real"] == 600
     assert set(out) >= {"fid", "kid", "kid_std", "precision", "recall"}
     assert out["precision"] > 0.6 and out["recall"] > 0.6
-    with pytest.raises(ConfigError, match="valid: fid, kid, pr"):
+    with pytest.raises(ConfigError, match="valid metrics: fid, kid, pr"):
         sample_metrics(fake, real, metrics=("fid", "is"))
     with pytest.raises(DataError):
         sample_metrics(fake[:, :, :14], real)

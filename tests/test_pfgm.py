@@ -275,7 +275,7 @@ def test_registry_recipes_and_data_checks():
 # ---------------------------------------------------------------- end to end: the toy recipe, shortened
 
 
-def test_short_toy_run_covers_the_modes(tmp_path):
+def test_short_toy_run_covers_the_modes(tmp_path, one_thread):
     """configs/pfgm_toy.yaml through the trainer, shortened to 1,200 steps of a smaller MLP (~10 s):
     the EMA model's samples (30 Heun steps) land on the 8 Gaussians: 88% of them within 3 std of a
     centre (true samples 99%) and every mode's ball holds samples (measured: 33-90 of 1,000). Under

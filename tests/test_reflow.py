@@ -107,7 +107,7 @@ def _nn_dist(s, ref):
     return float(torch.cdist(s, ref).min(1).values.mean())
 
 
-def test_reflow_on_moons_straightens_and_keeps_the_distribution(tmp_path):
+def test_reflow_on_moons_straightens_and_keeps_the_distribution(tmp_path, one_thread):
     rf1 = tmp_path / "rf1"
     common = ["train.batch_size=256", "train.sample_every=0", "train.num_samples=0", "train.ckpt_every=0",
               "train.log_every=100", "model.hidden=64", "--no-progress"]

@@ -138,7 +138,14 @@ def test_loss_moves_a_cpu_generator_to_the_models_device(monkeypatch):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    from conftest import one_torch_thread
+
     d = tmp_path_factory.mktemp("shortcut") / "run"
+    with one_torch_thread():
+        return _train_toy(d)
+
+
+def _train_toy(d):
     assert main(["train", "shortcut_toy", "train.steps=1500", "train.batch_size=256", "train.ckpt_every=0", "train.num_samples=0",
                  "train.log_every=500", "model.hidden=128", "--run-dir", str(d), "--no-progress"]) == 0
     return load_run(d)[0], d
