@@ -385,3 +385,38 @@ def test_the_vaes_validate_on_the_negative_elbo():
     assert genzoo.build("nvae", shape=(1, 8, 8), channels=4, latent_channels=2, groups=(2, 1)).valid_metric == "nelbo"
     assert genzoo.build("vae", shape=(1, 8, 8), kl_weight=0.5).valid_metric == "nelbo"
     assert genzoo.build("vae", shape=(1, 8, 8), objective="iwae", k_train=5).valid_metric == "loss"
+
+
+def test_training_closes_the_trainer_even_when_it_fails(tmp_path, monkeypatch):
+    # CI stop 40: a 2-process run's rank 1 died with SIGABRT ("terminate called without an active
+    # exception") after training, at interpreter exit, because the gloo group was never destroyed.
+    closed = []
+    monkeypatch.setattr(Trainer, "close", lambda self: closed.append(self.step))
+    train(tiny_vae_cfg(steps=3, valid_every=0), tmp_path / "ok")
+    assert closed == [3]
+
+    def boom(self, resume=False):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(Trainer, "fit", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        train(tiny_vae_cfg(steps=3, valid_every=0), tmp_path / "bad")
+    assert len(closed) == 2
+
+
+def test_close_waits_for_every_process_then_ends_the_group():
+    calls = []
+
+    class Acc:
+        def wait_for_everyone(self):
+            calls.append("wait")
+
+        def end_training(self):
+            calls.append("end")
+
+    t = Trainer.__new__(Trainer)
+    t.acc, t.world = Acc(), 2
+    t.close()
+    assert calls == ["wait", "end"]
+    t.world = 1
+    t.close()  # one process: nothing to wait for, no group to end
+    assert calls == ["wait", "end"]

@@ -111,7 +111,10 @@ def train(raw_cfg: dict, run_dir: Path | None = None, resume: bool = False, over
                     info["resumed"] = [*prev.get("resumed", []), info.pop("command")]
                     info["command"] = prev.get("command", "")
             atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2))
-        summary = trainer.fit(resume=resume)
+        try:
+            summary = trainer.fit(resume=resume)
+        finally:
+            trainer.close()
     return run_dir, summary
 
 

@@ -622,6 +622,15 @@ class Trainer:
                 self._tb.close()
         return summary
 
+    def close(self) -> None:
+        """End the process group of a multi-process run, once every process is done.
+
+        A gloo group left to the interpreter's exit can abort a process (``terminate called
+        without an active exception``, SIGABRT) after a finished run; one process has no group."""
+        if self.world > 1:
+            self.acc.wait_for_everyone()
+            self.acc.end_training()
+
     @torch.no_grad()
     def replica_difference(self) -> float:
         """Max |param_rank - param_rank0| over all parameters and processes (0.0 when in sync)."""
