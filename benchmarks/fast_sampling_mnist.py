@@ -113,7 +113,7 @@ def run(args) -> None:
             ("shortcut", [], 300, "shortcut"), ("shortcut-b4", ["model.bootstrap_every=4"], 350, "shortcut, 1/4 self-consistency"),
             # targets from the current weights instead of an EMA lagging ~1,000 of the ~4,000 steps that fit the budget
             # (iCT, Song & Dhariwal 2023, dropped the EMA teacher of consistency training for the same reason)
-            ("shortcut-b4-ema0", ["model.bootstrap_every=4", "model.target_ema_decay=0"], 370,
+            ("shortcut-b4-ema0", ["model.bootstrap_every=4", "model.bootstrap_ema=false"], 370,
              "shortcut, 1/4 s.-c., current-weight targets")):
         if name not in want:
             continue

@@ -23,6 +23,7 @@ from genzoo.data.base import ArrayDataset, DataSpec
 from genzoo.errors import ConfigError, DataError
 from genzoo.eval.modes import eight_gaussians_coverage, mode_coverage
 from genzoo.eval.probe import fit_logistic_regression_torch, fit_probe, linear_probe
+from genzoo.models.base import TrainContext
 from genzoo.models.gan import (
     gan_d_loss,
     gan_g_loss,
@@ -121,13 +122,29 @@ def test_models_wire_the_losses_to_their_networks():
             assert out["loss"].item() == pytest.approx(-out["w1"].item() + 10 * out["gp"].item(), rel=1e-5)
 
 
-def test_wgan_clips_the_critic_before_every_use():
+def test_wgan_clips_the_critic_when_built_and_after_every_critic_step(tmp_path):
     m = toy("wgan", clip=0.01)
+    biggest = lambda: max(p.abs().max().item() for p in m.critic.parameters())  # noqa: E731
+    assert biggest() <= 0.01  # the first forward pass already sees clipped weights
     with torch.no_grad():
         for p in m.critic.parameters():
             p.fill_(0.5)
-    m.loss(torch.randn(8, 2), player="generator")
-    assert max(p.abs().max().item() for p in m.critic.parameters()) == pytest.approx(0.01)
+    ctx = TrainContext(0, 1)
+    m.after_step("generator", ctx)  # the generator's step leaves the critic alone
+    assert biggest() == 0.5
+    m.after_step("discriminator", ctx)  # Algorithm 1, line 7
+    assert biggest() == pytest.approx(0.01)
+    # in the trainer: after every critic update, so the saved critic is inside the box
+    from genzoo.train.checkpoint import latest_checkpoint, load_checkpoint
+    from genzoo.train.run import train
+
+    cfg = {"model": "wgan", "model_args": {"hidden": 16, "depth": 1, "latent_dim": 2, "d_steps": 2},
+           "data": {"name": "moons"}, "train": {"steps": 3, "batch_size": 16, "lr": 0.05, "valid_every": 0,
+                                               "num_samples": 2, "progress": False, "optimizer": "adam"}}
+    run, _ = train(cfg, tmp_path / "r")
+    state = load_checkpoint(latest_checkpoint(run))["model"]
+    critic = [v for k, v in state.items() if k.startswith("critic.")]
+    assert critic and max(float(v.abs().max()) for v in critic) <= 0.01 + 1e-7
 
 
 # ------------------------------------------------------------------------- WGAN-GP penalty

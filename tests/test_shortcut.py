@@ -2,6 +2,7 @@
 self-consistency and 1-step mode coverage on a trained 8-Gaussians model."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -11,6 +12,7 @@ import genzoo
 from genzoo.cli import main
 from genzoo.data import load_dataset
 from genzoo.errors import ConfigError
+from genzoo.models.base import TrainContext
 from genzoo.models.diffusion.shortcut import steps_to_index
 from genzoo.train.run import load_run
 
@@ -53,7 +55,16 @@ def test_step_index_and_options():
         m.sample(2, precision="fp16")
 
 
-def test_loss_mixes_the_two_targets_and_moves_the_target_net():
+def _ema_of(m, seed=3):
+    """An EMA copy of ``m`` (eval mode, no gradients) with weights unlike m's, as the trainer's ctx.ema."""
+    e = copy.deepcopy(m).eval().requires_grad_(False)
+    with torch.no_grad():
+        for q in e.net.parameters():
+            q.copy_(torch.randn(q.shape, generator=gen(seed)) * 0.5)
+    return e
+
+
+def test_loss_mixes_the_two_targets_and_keeps_no_weights_of_its_own():
     torch.manual_seed(0)
     m = genzoo.build("shortcut", shape=(2,), net="mlp", hidden=16, depth=1, bootstrap_every=4)
     x = torch.randn(32, 2, generator=gen(1))
@@ -61,59 +72,84 @@ def test_loss_mixes_the_two_targets_and_moves_the_target_net():
     assert set(out) == {"loss", "flow_loss", "consistency_loss"} and out["loss"].requires_grad
     # 8 of 32 examples get the consistency target, 24 the flow target: the loss is their mean
     assert torch.allclose(out["loss"], (8 * out["consistency_loss"] + 24 * out["flow_loss"]) / 32, atol=1e-6)
-    assert int(m.target_updates) == 1
-    assert not any(p.requires_grad for p in m.target_net.parameters())
+    # the EMA of the targets is the trainer's (ctx.ema), not a private copy in the model
+    assert list(m.state_dict()) == ["net." + k for k in m.net.state_dict()]
     assert len([p for p in m.parameters() if p.requires_grad]) == len(list(m.net.parameters()))
 
 
-def test_target_net_is_an_ema_with_warm_up_and_decay_zero_uses_the_current_weights():
+def test_targets_come_from_the_trainers_ema_and_bootstrap_ema_false_uses_the_current_weights():
     torch.manual_seed(0)
-    m = genzoo.build("shortcut", shape=(2,), net="mlp", hidden=16, depth=1, bootstrap_every=2, target_ema_decay=0.999)
-    with torch.no_grad():
-        for p, q in zip(m.net.parameters(), m.target_net.parameters()):
-            p.normal_(0, 0.5)
-            q.normal_(0, 0.5)
-    t0 = [q.clone() for q in m.target_net.parameters()]
+    m = genzoo.build("shortcut", shape=(2,), net="mlp", hidden=16, depth=1, bootstrap_every=2).train()
+    ema = _ema_of(m)
     x = torch.randn(64, 2, generator=gen(1))
-    ema = m.train().loss(x, generator=gen(2))["consistency_loss"]
-    # first update: decay min(0.999, (1 + 0) / (10 + 0)) = 0.1, i.e. target <- 0.1 target + 0.9 net
-    for q, a, p in zip(m.target_net.parameters(), t0, m.net.parameters()):
-        assert torch.allclose(q, 0.1 * a + 0.9 * p, atol=1e-6)
-    # decay 0: the targets come from the net itself, whatever the target net holds
-    m.target_ema_decay = 0.0
-    raw = m.loss(x, generator=gen(2))["consistency_loss"]
-    m.target_net.load_state_dict(m.net.state_dict())
-    m.target_ema_decay = 0.999
-    same = m.loss(x, generator=gen(2))["consistency_loss"]  # target = net before and after its EMA update
-    assert torch.allclose(raw, same, atol=1e-6) and not torch.allclose(raw, ema, atol=1e-3)
-    with pytest.raises(ConfigError, match="target_ema_decay"):
-        genzoo.build("shortcut", shape=(2,), net="mlp", target_ema_decay=1.0)
+    with_ema = m.loss(x, generator=gen(2), ctx=TrainContext(5, 10, ema))["consistency_loss"]
+    no_ctx = m.loss(x, generator=gen(2))["consistency_loss"]
+    no_ema = m.loss(x, generator=gen(2), ctx=TrainContext(5, 10, None))["consistency_loss"]
+    m.bootstrap_ema = False
+    off = m.loss(x, generator=gen(2), ctx=TrainContext(5, 10, ema))["consistency_loss"]
+    assert torch.equal(no_ctx, no_ema) and torch.equal(no_ctx, off) and not torch.allclose(with_ema, no_ctx, atol=1e-3)
+    # the same loss as a model whose own weights are the EMA's: the targets are the EMA network's
+    m2 = copy.deepcopy(m)
+    m2.bootstrap_ema = True
+    assert m2.target_network(TrainContext(5, 10, ema)) is ema.net and m2.target_network(None) is m2.net
+    with pytest.raises(ConfigError, match=r"target_ema_decay of 'shortcut' is gone.*bootstrap_ema=false"):
+        genzoo.build("shortcut", shape=(2,), net="mlp", target_ema_decay=0.0)
 
 
-@pytest.mark.parametrize("decay", [0.999, 0.0])
-def test_bootstrap_targets_come_from_the_network_in_eval_mode(decay):
+def test_the_trainer_hands_its_ema_to_the_loss(tmp_path):
+    seen = []
+    from genzoo.models.diffusion.shortcut import Shortcut
+
+    orig = Shortcut.target_network
+    def spy(self, ctx):
+        seen.append((ctx.step, ctx.total_steps, ctx.ema is not None))
+        return orig(self, ctx)
+    Shortcut.target_network = spy
+    try:
+        rc = main(["train", "shortcut_toy", "model.hidden=8", "train.steps=3", "train.batch_size=16",
+                   "train.ema_decay=0.9", "train.num_samples=2", "train.ckpt_every=0", "--no-progress",
+                   "--run-dir", str(tmp_path / "r")])
+    finally:
+        Shortcut.target_network = orig
+    assert rc == 0 and seen == [(0, 3, True), (1, 3, True), (2, 3, True)]
+
+
+def test_a_run_folder_with_the_old_private_ema_still_loads(tmp_path):
+    torch.manual_seed(0)
+    m = genzoo.build("shortcut", shape=(2,), net="mlp", hidden=16, depth=1)
+    old = dict(m.state_dict())
+    old.update({"target_net." + k: v.clone() for k, v in m.net.state_dict().items()})
+    old["target_updates"] = torch.tensor(7)
+    fresh = genzoo.build("shortcut", shape=(2,), net="mlp", hidden=16, depth=1)
+    fresh.load_state_dict(old)  # strict: the retired entries are dropped, the rest must match
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), m.state_dict().values()))
+
+
+@pytest.mark.parametrize("use_ema", [True, False])
+def test_bootstrap_targets_come_from_the_network_in_eval_mode(use_ema):
     # the authors compute the self-consistency targets with train=False (no dropout): with
     # dropout 0.5 in train mode two evaluations of the target differed by ~0.4
     torch.manual_seed(0)
-    m = genzoo.build("shortcut", shape=(2,), net="mlp", hidden=32, depth=2, dropout=0.5, bootstrap_every=2,
-                     target_ema_decay=decay)
-    tnet = m.target_net if decay > 0 else m.net
+    m = genzoo.build("shortcut", shape=(2,), net="mlp", hidden=32, depth=2, dropout=0.5, bootstrap_every=2)
+    ema = copy.deepcopy(m).train()  # even an EMA left in train mode gives eval-mode targets
+    ctx = TrainContext(0, 1, ema if use_ema else None)
+    tnet = ema.net if use_ema else m.net
     calls = []
     hook = tnet.register_forward_hook(lambda mod, inp, out: calls.append((mod.training, [a.clone() for a in inp], out.clone())))
     x = torch.randn(16, 2, generator=gen(1))
     m.train()
-    with torch.no_grad():  # no EMA update: the two calls see the same weights
+    with torch.no_grad():
         runs = []
         for _ in range(2):
             calls.clear()
-            m.loss(x, generator=gen(2))
+            m.loss(x, generator=gen(2), ctx=ctx)
             runs.append(list(calls))
     hook.remove()
-    assert m.training and m.net.training and m.target_net.training  # the modes are restored
+    assert m.training and m.net.training and tnet.training  # the modes are restored
     for run in runs:
         targets = run[:2]  # s(x_t, t, d) and s(x'_{t-d}, t - d, d)
         assert [tr for tr, _, _ in targets] == [False, False]
-        if decay == 0:
+        if not use_ema:
             assert all(tr for tr, _, _ in run[2:])  # the prediction itself keeps dropout
     for (_, _, a), (_, _, b) in zip(runs[0][:2], runs[1][:2]):
         assert torch.equal(a, b)  # deterministic for the same generator

@@ -11,6 +11,7 @@ import torch
 import genzoo
 from genzoo.cli import main
 from genzoo.errors import ConfigError
+from genzoo.models.base import TrainContext
 from genzoo.nn.quantize import FSQ, FSQ_LEVELS, VectorQuantizer, codebook_stats, rotate_to, rotation_matrix
 
 
@@ -229,13 +230,14 @@ def test_vqgan_adaptive_weight_and_warmup():
     assert {id(p) for p in ae}.isdisjoint({id(p) for p in disc})
     assert len(ae) + len(disc) == len(list(m.parameters()))
     x = torch.rand(4, 1, 28, 28) * 2 - 1
-    d0 = m.loss(x, player="discriminator")
+    d0 = m.loss(x, player="discriminator", ctx=TrainContext(1, 10))
     assert float(d0["loss"].detach()) == 0.0  # warm-up: the discriminator is off
-    for _ in range(2):
-        out = m.loss(x, player="autoencoder")
+    for step in range(2):
+        out = m.loss(x, player="autoencoder", ctx=TrainContext(step, 10))
         assert "g_loss" not in out
-    assert int(m.global_step) == 2
-    out = m.loss(x, player="autoencoder")
+    assert float(m.loss(x, player="discriminator", ctx=TrainContext(2, 10))["loss"].detach()) > 0  # both players at disc_start
+    assert "global_step" not in m.state_dict()  # the step is the trainer's
+    out = m.loss(x, player="autoencoder", ctx=TrainContext(2, 10))
     assert "adaptive_weight" in out and float(out["adaptive_weight"]) > 0
     # lambda by hand: gradient norms at the decoder's last layer
     zq, _, _ = m.quantize(m.encoder(x))

@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "GenerativeModel": ("models.base", "GenerativeModel"),
+    "TrainContext": ("models.base", "TrainContext"),
     "DataNeeds": ("models.data_needs", "DataNeeds"),
     "Opt": ("models.data_needs", "Opt"),
     "build": ("registry", "build"),
@@ -23,7 +24,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "GenerativeModel", "DataNeeds", "Opt", "build", "list_models", "register", "bits_per_dim", "load_run",
+    "GenerativeModel", "TrainContext", "DataNeeds", "Opt", "build", "list_models", "register", "bits_per_dim", "load_run",
     "GenzooError", "ConfigError", "DataError", "CheckpointError", "__version__",
 ]
 

@@ -120,7 +120,10 @@ def resolve_args(name: str, overrides: dict) -> dict:
     entry = get_entry(name)
     defaults = entry.signature_defaults()
     out = dict(defaults)
+    retired = getattr(entry.cls, "retired_options", {})
     for k, v in overrides.items():
+        if k in retired:
+            raise ConfigError(f"model.{k} of {name!r} is gone: {retired[k]}")
         if k not in defaults:
             raise ConfigError(
                 f"unknown key {k!r} for model {name!r}{did_you_mean(k, defaults)}; valid keys: {', '.join(defaults)}"

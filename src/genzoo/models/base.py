@@ -11,6 +11,12 @@ A :class:`GenerativeModel` is a ``torch.nn.Module`` with:
   are keywords listed in ``sample_options``; unknown options raise ConfigError.
 * ``log_prob(x, **opts) -> Tensor``: (B,) in **nats per example**.
 
+Training context: a model whose ``loss`` declares a keyword ``ctx`` receives a
+:class:`TrainContext` from the trainer (the step, the total steps and the trainer's EMA
+copy of the model) instead of keeping its own step counter or weight average; a model
+that must change its weights after the optimiser's step (WGAN's clipping) overrides
+:meth:`GenerativeModel.after_step`. Called outside the trainer, ``ctx`` is None.
+
 Multi-player objectives (GANs) override :meth:`players` to return
 ``{name: [parameters]}``; the trainer then keeps one optimiser per player and, each
 step, calls ``loss(batch, player=name)`` for each player in order (``player_steps``
@@ -23,6 +29,9 @@ density over dequantised continuous data (bits/dim adds the bin volume; see
 """
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -30,6 +39,35 @@ from torch import nn
 
 from ..errors import ConfigError, did_you_mean
 from .data_needs import DataNeeds, check_data_needs
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """What the trainer tells ``loss(batch, ctx=...)`` and :meth:`GenerativeModel.after_step`.
+
+    step: the step being trained (0-based; the optimiser has taken ``step`` steps so far);
+    total_steps: ``train.steps``; ema: the trainer's EMA copy of the model (eval mode, no
+    gradients; ``train.ema_decay``), or None when the run keeps no EMA."""
+    step: int
+    total_steps: int
+    ema: nn.Module | None = None
+
+
+@functools.cache
+def _loss_takes_context(cls) -> bool:
+    return "ctx" in inspect.signature(cls.loss).parameters
+
+
+def _retired(model, name: str) -> bool:
+    return any(name == r or (r.endswith(".") and name.startswith(r)) for r in model.retired_state)
+
+
+def retired_keys(model: nn.Module, keys) -> set[str]:
+    """The entries of ``keys`` (state-dict names for ``model``) that a :class:`GenerativeModel`
+    inside it lists in ``retired_state``: saved by an earlier version, dropped on loading."""
+    owners = [(name + "." if name else "", m) for name, m in model.named_modules()
+              if isinstance(m, GenerativeModel) and m.retired_state]
+    return {k for k in keys for p, m in owners if k.startswith(p) and _retired(m, k[len(p):])}
 
 
 class GenerativeModel(nn.Module):
@@ -55,6 +93,12 @@ class GenerativeModel(nn.Module):
     data_needs_by: ClassVar[tuple[str, str] | None] = None
     #: the model's name in data errors (default: the class name)
     data_name: ClassVar[str | None] = None
+    #: state-dict entries that earlier versions saved and this one no longer has (a name, or a
+    #: prefix ending in "."): dropped when a checkpoint is loaded, so older run folders still load
+    retired_state: ClassVar[tuple[str, ...]] = ()
+    #: constructor arguments of earlier versions: {name: what to write instead}; a recipe or run
+    #: folder that still sets one is refused with that line
+    retired_options: ClassVar[dict[str, str]] = {}
 
     def loss(self, batch, **kwargs) -> dict[str, torch.Tensor]:  # pragma: no cover - interface
         raise NotImplementedError(f"{type(self).__name__} does not implement loss()")
@@ -68,10 +112,22 @@ class GenerativeModel(nn.Module):
             "use sample-based metrics (fid, kid, pr) instead of nll"
         )
 
-    def forward(self, batch, **kwargs) -> dict[str, torch.Tensor]:
+    def forward(self, batch, ctx: TrainContext | None = None, **kwargs) -> dict[str, torch.Tensor]:
         """Same as :meth:`loss`. The trainer calls the model (not ``.loss``) so that
-        DistributedDataParallel and autocast see the call."""
+        DistributedDataParallel and autocast see the call; ``ctx`` reaches ``loss`` only when
+        its signature has a ``ctx`` keyword."""
+        if ctx is not None and _loss_takes_context(type(self)):
+            kwargs["ctx"] = ctx
         return self.loss(batch, **kwargs)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for key in [k for k in state_dict if k.startswith(prefix) and _retired(self, k[len(prefix):])]:
+            del state_dict[key]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def after_step(self, player: str | None, ctx: TrainContext) -> None:
+        """Called by the trainer right after each optimiser step (``player``: the player just
+        updated, None for a single objective), before the EMA update. Default: nothing."""
 
     def check_data(self, spec) -> None:
         """Raise ConfigError if this model cannot be trained on data described by ``spec``

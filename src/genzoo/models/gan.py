@@ -76,9 +76,10 @@ and ``genzoo eval`` use it (``--raw`` for the raw weights). Sampling option ``tr
 draws z from N(0, I) truncated to [-t, t] per coordinate (the truncation trick of Brock et
 al. 2019, BigGAN), by inverse-CDF sampling.
 
-WGAN's clipping is applied to the critic at the start of every loss call (critic and
-generator), so every forward pass sees clipped weights, exactly as clipping after each
-critic update (Algorithm 1), without a trainer hook.
+WGAN's clipping (Algorithm 1, line 7) runs in :meth:`WGAN.after_step`, which the trainer
+calls right after each critic update; the initial critic is clipped when the model is built,
+so every forward pass sees clipped weights. A loop of one's own calls
+``model.after_step("discriminator", ctx)`` (or ``model.clip_critic()``) after each critic step.
 """
 from __future__ import annotations
 
@@ -535,6 +536,7 @@ class WGAN(_CriticGAN):
         super().__init__(shape=shape, latent_dim=latent_dim, arch=arch, channels=channels, hidden=hidden, depth=depth,
                          g_batchnorm=g_batchnorm, spectral_norm=spectral_norm, value_range=value_range, d_steps=d_steps)
         self.clip = float(clip)
+        self.clip_critic()  # the critic starts inside the box (its first forward pass is clipped)
 
     @torch.no_grad()
     def clip_critic(self) -> None:
@@ -542,9 +544,9 @@ class WGAN(_CriticGAN):
         for p in self.critic.parameters():
             p.clamp_(-self.clip, self.clip)
 
-    def loss(self, batch, player=None, **kwargs):
-        self.clip_critic()  # = clipping after every critic update (see the module docstring)
-        return super().loss(batch, player, **kwargs)
+    def after_step(self, player, ctx):
+        if player == "discriminator":
+            self.clip_critic()  # Algorithm 1, line 7: w <- clip(w, -c, c) after every critic update
 
     def discriminator_loss(self, x, z):
         t_r, t_f = self.score(x), self.score(self._fake_detached(z))

@@ -37,11 +37,10 @@ Vahdat & Kautz 2020, "NVAE: A Deep Hierarchical Variational Autoencoder" (NeurIP
 * KL warm-up (the paper's training setup; ``kl_anneal_portion = 0.3`` in the authors' code):
   the KL term's weight beta rises linearly over the first 30 % of training,
       beta(step) = max(beta_min, min(1, step / warmup)),
-  beta_min = 1e-4 as in the authors' code (``kl_const_coeff``). The model counts its own training steps
-  in the buffer ``global_step`` (saved in checkpoints, so a resumed run continues the
-  schedule); :meth:`loss` increments it when called in training mode with gradients on.
-  The model does not know the trainer's step budget, so ``kl_warmup_steps`` is absolute:
-  recipes set it to 30 % of ``train.steps``.
+  beta_min = 1e-4 as in the authors' code (``kl_const_coeff``). The step is the trainer's
+  (``loss(batch, ctx=...)``, a :class:`~genzoo.models.base.TrainContext`; a resumed run continues
+  the schedule); called without a context, the loss is the plain ELBO's (beta = 1).
+  ``kl_warmup_steps`` is absolute: recipes set it to 30 % of ``train.steps``.
 * KL balancing (the paper's implementation details; the authors' ``kl_balancer``): during
   warm-up (beta < 1) the KL of group l is weighted by gamma_l proportional to (E_batch|KL_l| + 0.01) / alpha_l,
   normalised to mean 1 and not differentiated, alpha_l proportional to the spatial size of
@@ -125,7 +124,7 @@ from torch import nn
 from ..errors import ConfigError, DataError
 from ..nn.likelihoods import make_likelihood, randn
 from ..registry import register
-from .base import GenerativeModel
+from .base import GenerativeModel, TrainContext
 from .data_needs import DataNeeds
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -319,6 +318,7 @@ class HierarchicalVAE(GenerativeModel):
     #: validation (and train.keep_best) scores the negative ELBO: "loss" carries beta < 1 during the KL warm-up
     #: (its early values are far below the ELBO's) and the spectral penalty
     valid_metric = "nelbo"
+    retired_state = ("global_step",)  # the KL warm-up's own step counter (the trainer's step is in ctx)
     sample_options = ("temperature", "mean")
     log_prob_options = ("k", "chunk", "generator")
     #: images per sample() call in genzoo sample / eval (benchmarks/sampling_speed.py --only families: 0.29 / 0.36 /
@@ -404,8 +404,6 @@ class HierarchicalVAE(GenerativeModel):
         alpha = torch.tensor([(h * w) / ((H // 4) * (W // 4)) / (n_top if h == H // 4 else n_fine)
                               for _, h, w in self.group_dims], dtype=torch.float32)
         self.register_buffer("kl_alpha", alpha / alpha.min(), persistent=False)
-        # training-step counter for the KL warm-up (saved in checkpoints)
-        self.register_buffer("global_step", torch.zeros((), dtype=torch.long))
         # spectral regularisation: persistent power-iteration vectors, warmed up on the initial weights
         convs = self._conv_weights()
         self.sr = SpectralRegularizer([w.shape for w in convs])
@@ -444,8 +442,8 @@ class HierarchicalVAE(GenerativeModel):
         return soft_clamp(mu), soft_clamp(log_sigma)
 
     def kl_weight(self, step: int | None = None) -> float:
-        """beta at ``step`` (default: the model's own ``global_step``)."""
-        return kl_beta(int(self.global_step) if step is None else int(step), self.kl_warmup_steps, self.kl_min)
+        """beta at training step ``step`` (None: after the warm-up, 1)."""
+        return 1.0 if step is None else kl_beta(int(step), self.kl_warmup_steps, self.kl_min)
 
     def _draw_noise(self, n: int, generator, device, dtype) -> list[torch.Tensor]:
         """One draw per group, top-down order: randn((n, latent_channels, H_l, W_l))."""
@@ -544,12 +542,14 @@ class HierarchicalVAE(GenerativeModel):
         bn = torch.stack(bns).sum() if bns else torch.zeros((), device=sr.device)
         return sr, bn
 
-    def loss(self, batch, generator: torch.Generator | None = None, **kwargs) -> dict[str, torch.Tensor]:
-        """Training loss (means over the batch, nats per example); see the module docstring."""
+    def loss(self, batch, generator: torch.Generator | None = None, *, ctx: TrainContext | None = None,
+             **kwargs) -> dict[str, torch.Tensor]:
+        """Training loss (means over the batch, nats per example); see the module docstring.
+        ``ctx`` (the trainer's) gives the step of the KL warm-up; without it beta = 1."""
         self.check_options(kwargs, (), what="loss")
         x = self._check_x(batch)
         training = self.training and torch.is_grad_enabled()
-        beta = self.kl_weight()
+        beta = self.kl_weight(ctx.step if ctx is not None else None)
         t = self._elbo_terms(x, generator)
         rec = -t["rec"].mean()
         kl_groups = t["kl"].mean(0)
@@ -565,8 +565,6 @@ class HierarchicalVAE(GenerativeModel):
         if self.sr_lambda > 0:
             sr, bn = self.regularizers(update=training)
             loss = loss + self.sr_lambda * (sr + (bn if self.bn_reg else 0.0))
-        if training:
-            self.global_step += 1
         out = {"loss": loss, "nelbo": rec + kl, "rec": rec, "kl": kl,
                "beta": torch.tensor(beta, device=x.device), "sr": sr.detach(), "bn_reg": bn.detach()}
         out.update({f"kl_{l + 1}": kl_groups[l].detach() for l in range(self.num_groups)})

@@ -55,7 +55,7 @@ from ..errors import ConfigError, DataError
 from ..nn.quantize import FSQ, FSQ_LEVELS, GRADIENTS, UPDATES, VectorQuantizer, codebook_stats
 from ..nn.transformer import POSITIONS, Transformer
 from ..registry import register
-from .base import GenerativeModel
+from .base import GenerativeModel, TrainContext
 from .data_needs import DataNeeds, Opt
 
 QUANTIZERS = ("vq", "fsq")
@@ -274,6 +274,8 @@ class VQGAN(VQVAE):
     disc_weight (multiplies lambda; 0.8 as the authors' configs); perceptual_weight (1.0);
     codebook_weight (weight of the quantizer loss, 1.0)."""
 
+    retired_state = ("global_step",)  # its own step counter, before the trainer's step came in ctx
+
     def __init__(self, shape=(1, 28, 28), channels: int = 64, res_blocks: int = 2, quantizer: str = "vq",
                  codebook_size: int = 256, code_dim: int = 16, levels=(), update: str = "ema", gradient: str = "ste",
                  restart_threshold: float = 0.0, cosine: bool = False, beta: float = 0.25, decay: float = 0.99,
@@ -287,7 +289,6 @@ class VQGAN(VQVAE):
         self.disc_start, self.disc_weight = int(disc_start), float(disc_weight)
         self.perceptual_weight, self.codebook_weight = float(perceptual_weight), float(codebook_weight)
         self.discriminator = PatchDiscriminator(shape[0], disc_channels)
-        self.register_buffer("global_step", torch.zeros((), dtype=torch.long))
         self._percep: dict = {}  # device -> a private copy of the frozen feature network (not a submodule)
 
     def players(self) -> dict[str, list[nn.Parameter]]:
@@ -324,10 +325,14 @@ class VQGAN(VQVAE):
         g_gan = torch.autograd.grad(g_loss, last, retain_graph=True)[0]
         return (g_rec.norm() / (g_gan.norm() + delta)).clamp(0.0, 1e4).detach() * self.disc_weight
 
-    def loss(self, batch, player: str | None = None, **kwargs) -> dict[str, torch.Tensor]:
+    def loss(self, batch, player: str | None = None, *, ctx: TrainContext | None = None,
+             **kwargs) -> dict[str, torch.Tensor]:
+        """The loss of ``player`` ("autoencoder" or "discriminator"). The adversarial terms start at
+        training step ``disc_start`` of ``ctx`` (the trainer's; taming's ``discriminator_iter_start``,
+        the same step for both players); without a context they are on."""
         self.check_options(kwargs, (), what="loss")
         x = self._x(batch)
-        disc_on = int(self.global_step) >= self.disc_start
+        disc_on = ctx is None or ctx.step >= self.disc_start
         if player == "discriminator":
             if not disc_on:  # warm-up: the discriminator's loss weight is 0 (nothing to compute)
                 zero = sum(p.sum() for p in self.discriminator.parameters()) * 0.0
@@ -356,8 +361,6 @@ class VQGAN(VQVAE):
                 lam = torch.zeros((), device=x.device)
             loss = loss + lam * g_loss
             out.update({"g_loss": g_loss.detach(), "adaptive_weight": lam})
-        if self.training and torch.is_grad_enabled():
-            self.global_step += 1
         return {"loss": loss, **out, **self._stats(idx)}
 
 

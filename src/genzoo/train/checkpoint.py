@@ -272,7 +272,12 @@ def checkpoint_train_time(path: Path) -> float:
 
 
 def load_model_state(model: torch.nn.Module, state: dict, where: str) -> None:
-    """load_state_dict with an error that says what does not match, instead of a traceback."""
+    """load_state_dict with an error that says what does not match, instead of a traceback.
+    Entries an earlier version saved and the model retired (``retired_state``) are dropped."""
+    from ..models.base import retired_keys
+
+    old = retired_keys(model, state)
+    state = {k: v for k, v in state.items() if k not in old} if old else state
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

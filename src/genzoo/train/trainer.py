@@ -39,6 +39,7 @@ import torch
 
 from ..config import PRECISIONS
 from ..errors import ConfigError, DataError, Interrupted, TrainingDiverged
+from ..models.base import TrainContext
 from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, load_model_state, save_checkpoint
 from .ema import EMA
 
@@ -388,13 +389,18 @@ class Trainer:
             self._diverged(f"the parameters became non-finite ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) "
                            "although the loss was finite (an inf/NaN gradient)", step)
 
+    def context(self) -> TrainContext:
+        """The :class:`~genzoo.models.base.TrainContext` of the step being trained."""
+        return TrainContext(self.step, self.cfg.steps, self.ema.model if self.ema is not None else None)
+
     def _update(self, name: str, batch) -> dict:
         opt = self.opts[name]
         kwargs = {"player": name} if self.multi else {}
+        ctx = self.context()
         # zero every gradient, not just this player's: another player's loss may have left
         # gradients on these parameters, which would leak into this update
         self.raw_model.zero_grad(set_to_none=True)
-        out = self.model(batch, **kwargs)
+        out = self.model(batch, ctx=ctx, **kwargs)
         if not isinstance(out, dict) or "loss" not in out:
             raise TypeError(f"{type(self.raw_model).__name__}.loss must return a dict with a 'loss' entry")
         loss = out["loss"]
@@ -407,6 +413,7 @@ class Trainer:
                 self._diverged(f"the gradient norm{f' of {name}' if self.multi else ''} became {float(norm)}", self.step)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        self.raw_model.after_step(name if self.multi else None, ctx)
         prefix = f"{name}/" if self.multi else ""
         return {prefix + k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
 

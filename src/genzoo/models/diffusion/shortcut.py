@@ -14,9 +14,12 @@ Training mixes two targets in every batch:
 
       s(x_t, t, 2d) -> sg[(s(x_t, t, d) + s(x'_{t-d}, t - d, d)) / 2],   x'_{t-d} = x_t - d s(x_t, t, d),
 
-  the two half steps computed with the EMA weights of the network (as the authors' code does
-  with ``bootstrap_ema``; ``target_ema_decay``) in eval mode (no dropout: the authors call the
-  network with ``train=False`` for the targets), the mode restored afterwards.
+  the two half steps computed with the EMA weights of the network in eval mode (no dropout:
+  the authors call the network with ``train=False`` for the targets), the mode restored
+  afterwards. As in the authors' code (``bootstrap_ema=1``), the EMA is the one the samples
+  come from: the trainer's (``train.ema_decay``, 0.999 as theirs), which ``loss`` receives in
+  its ``ctx``. Without one (``train.ema_decay=0``, a loop of one's own, or
+  ``bootstrap_ema=False``) the targets come from the current weights.
 
 d takes the eight values 2^j / 128, j = 0..7, embedded by a learned table (the UNet's / MLP's
 class-embedding slot; the authors embed log2 of the step count). Sampling with 1, 2, 4, ..., 128
@@ -25,7 +28,6 @@ steps uses d = 1 / steps. The likelihood is the probability-flow ODE of the d = 
 """
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -33,6 +35,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...registry import register
+from ..base import TrainContext
 from .model import Diffusion, _on_device, with_precision
 
 LEVELS = 8  # d = 2^j / 128, j = 0 .. 7
@@ -50,15 +53,18 @@ def steps_to_index(steps: int) -> int:
           summary="flow matching conditioned on the step size d; 1 to 128 sampling steps from one network")
 class Shortcut(Diffusion):
     sample_options = ("steps", "temperature", "clamp", "progress", "precision")
+    retired_state = ("target_net.", "target_updates")  # the private EMA copy before the trainer's came in ctx
+    retired_options = {"target_ema_decay": "the self-consistency targets use the trainer's EMA (train.ema_decay, "
+                                           "0.999 in the recipe); target_ema_decay=0 is now model.bootstrap_ema=false"}
 
     def __init__(self, shape: tuple = (1, 28, 28), net: str = "unet", channels: int = 32, channel_mult: tuple = (1, 2, 2),
                  num_res_blocks: int = 1, attn_resolutions: tuple = (7,), hidden: int = 256, depth: int = 3,
                  dropout: float = 0.0, time_embedding: str = "sinusoidal", steps: int = 1, bootstrap_every: int = 8,
-                 target_ema_decay: float = 0.999, data_range: tuple = (-1.0, 1.0)):
+                 bootstrap_ema: bool = True, data_range: tuple = (-1.0, 1.0)):
         """The network arguments are :class:`~.model.Diffusion`'s; steps: default sampling steps;
         bootstrap_every: 1/k of each batch gets the self-consistency target (k = 8, the authors');
-        target_ema_decay: EMA of the weights used for the self-consistency targets (0 = the
-        current weights)."""
+        bootstrap_ema: self-consistency targets from the trainer's EMA weights (True, the authors'),
+        or from the current weights (False)."""
         super().__init__(shape=shape, process="flow", param="velocity", loss="cfm", net=net, channels=channels,
                          channel_mult=channel_mult, num_res_blocks=num_res_blocks, attn_resolutions=attn_resolutions,
                          hidden=hidden, depth=depth, dropout=dropout, time_embedding=time_embedding, num_classes=LEVELS,
@@ -69,11 +75,7 @@ class Shortcut(Diffusion):
         steps_to_index(self.default_steps)
         if int(bootstrap_every) < 2:
             raise ConfigError(f"bootstrap_every must be >= 2 (a fraction 1/k of the batch), got {bootstrap_every}")
-        if not 0.0 <= float(target_ema_decay) < 1.0:
-            raise ConfigError(f"target_ema_decay must be in [0, 1), got {target_ema_decay}")
-        self.bootstrap_every, self.target_ema_decay = int(bootstrap_every), float(target_ema_decay)
-        self.target_net = copy.deepcopy(self.net).requires_grad_(False)
-        self.register_buffer("target_updates", torch.zeros((), dtype=torch.long))
+        self.bootstrap_every, self.bootstrap_ema = int(bootstrap_every), bool(bootstrap_ema)
 
     # -- the network as a function of (x_t, t, d) --------------------------------------------------
     def velocity(self, x: torch.Tensor, t: torch.Tensor, d_index: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
@@ -81,23 +83,18 @@ class Shortcut(Diffusion):
         net = self.net if net is None else net
         return net(x, self.process.noise_label(t).to(x.dtype), d_index)
 
-    @torch.no_grad()
-    def _update_target(self) -> None:
-        n = int(self.target_updates)
-        decay = min(self.target_ema_decay, (1.0 + n) / (10.0 + n))  # the trainer's EMA warm-up
-        for pt, p in zip(self.target_net.parameters(), self.net.parameters()):
-            pt.lerp_(p.detach(), 1.0 - decay)
-        for bt, b in zip(self.target_net.buffers(), self.net.buffers()):
-            bt.copy_(b)
-        self.target_updates += 1
+    def target_network(self, ctx: TrainContext | None) -> nn.Module:
+        """The network of the self-consistency targets: the EMA model's in ``ctx`` (bootstrap_ema), else ours."""
+        if self.bootstrap_ema and ctx is not None and ctx.ema is not None:
+            return ctx.ema.net
+        return self.net
 
-    def loss(self, batch, generator: torch.Generator | None = None, **kwargs) -> dict[str, torch.Tensor]:
+    def loss(self, batch, generator: torch.Generator | None = None, *, ctx: TrainContext | None = None,
+             **kwargs) -> dict[str, torch.Tensor]:
         self.check_options(kwargs, (), what="loss")
         x0 = batch[0] if isinstance(batch, (tuple, list)) else batch
         if tuple(x0.shape[1:]) != self.shape:
             raise ConfigError(f"Shortcut built for examples of shape {self.shape} got a batch of shape {tuple(x0.shape)}")
-        if self.training and torch.is_grad_enabled():
-            self._update_target()
         B, dev, dt = x0.shape[0], x0.device, x0.dtype
         generator = _on_device(generator, dev)  # a CPU generator for a CUDA model, as Diffusion.loss
         nb = max(1, B // self.bootstrap_every)
@@ -109,7 +106,7 @@ class Shortcut(Diffusion):
         t_b = (2 * d * m).clamp(max=1.0)
         eps_b = torch.randn(x0[:nb].shape, generator=generator, device=dev, dtype=dt)
         xt_b = self.process.add_noise(x0[:nb], eps_b, t_b)
-        target_net = self.target_net if self.target_ema_decay > 0 else self.net
+        target_net = self.target_network(ctx)
         modes = [mod.training for mod in target_net.modules()]
         target_net.eval()  # deterministic targets: no dropout (the authors' train=False)
         try:
