@@ -40,18 +40,30 @@ def pytest_runtest_makereport(item, call):
                         "install them with `pip install -e .[dev,peers]` (make test does)")
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test runs pytest-xdist: share the cores among the workers
+    import torch
+
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _workers))
+
+
 @contextlib.contextmanager
-def one_torch_thread():
-    """Small toy models (2-D MLPs at batch 256) are overhead-bound: one torch thread trains them about a third
-    faster than two (measured in test_gan: wgan 23 s vs 35 s, ogan 11 s vs 16 s on 2 cores); the suite's budget."""
+def torch_threads(k: int):
+    """Run the block on ``k`` torch threads, then restore the count."""
     import torch
 
     n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(k)
     try:
         yield
     finally:
         torch.set_num_threads(n)
+
+
+def one_torch_thread():
+    """Small toy models (2-D MLPs at batch 256) are overhead-bound: one torch thread trains them about a third
+    faster than two (measured in test_gan: wgan 23 s vs 35 s, ogan 11 s vs 16 s on 2 cores); the suite's budget."""
+    return torch_threads(1)
 
 
 @pytest.fixture

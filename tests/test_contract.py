@@ -20,11 +20,14 @@ import csv
 import hashlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import torch_threads
 
 from genzoo.catalog import load_catalog
 from genzoo.config import CONFIG_DIR, apply_overrides, load_recipe, parse_overrides
@@ -116,7 +119,8 @@ def tokenizer_run(tmp_path_factory):
     from genzoo.train.run import train
 
     d = tmp_path_factory.mktemp("tok") / "vqvae"
-    train(apply_overrides(load_recipe("vqvae"), parse_overrides(TINY_TRAIN)), d)
+    with torch_threads(os.cpu_count() or 1):  # as `--write` trains it: vq_prior's golden figures read it
+        train(apply_overrides(load_recipe("vqvae"), parse_overrides(TINY_TRAIN)), d)
     return d
 
 
@@ -217,7 +221,8 @@ def golden_figures(recipe: str, tmp: Path, tokenizer_run=None) -> dict:
     from genzoo.train.run import load_data, load_run, train
 
     run = tmp / recipe
-    train(_recipe_cfg(recipe, tokenizer_run), run)
+    # no sample grid after training: it comes after the figures' steps and costs the most (ddpm: 1,000 steps)
+    train(_recipe_cfg(recipe, tokenizer_run, ["train.num_samples=0"]), run)
     losses = {}
     with open(run / "metrics.csv", newline="") as f:
         for row in csv.DictReader(f):
@@ -267,9 +272,11 @@ def test_golden(recipe, request, tmp_path):
     stored = json.loads(GOLDEN.read_text())
     assert recipe in stored["figures"], f"no golden figures for {recipe}: python tests/test_contract.py --write"
     tok = request.getfixturevalue("tokenizer_run") if load_recipe(recipe)["model"] == "vq_prior" else None
-    got = golden_figures(recipe, tmp_path, tok)
+    with torch_threads(os.cpu_count() or 1):  # as --write ran (the machine line counts the threads), also under xdist
+        got = golden_figures(recipe, tmp_path, tok)
+        same_machine = stored["machine"] == machine()
     want = stored["figures"][recipe]
-    if stored["machine"] == machine():
+    if same_machine:
         assert got == want, f"{recipe}: the figures changed bit for bit:\n got {got}\nwant {want}"
     else:
         for k in ("losses", "weights_proj", "log_prob"):
