@@ -7,9 +7,11 @@ A :class:`GenerativeModel` is a ``torch.nn.Module`` with:
 * ``loss(batch) -> dict``: ``{"loss": scalar, ...logged extras}``. ``batch`` is the data
   tensor ``x`` of shape (B, C, H, W) or (B, D) in the data set's value range (or
   ``(x, y)`` for models with ``uses_labels = True``).
-* ``sample(n, *, generator=None, **opts) -> Tensor``: n samples in data space. Options
-  are keywords listed in ``sample_options``; unknown options raise ConfigError.
-* ``log_prob(x, **opts) -> Tensor``: (B,) in **nats per example**.
+* ``sample(n, *, generator=None, temperature=1.0, ...) -> Tensor``: n samples in data space.
+  Options are keyword-only parameters; ``sample_options`` is derived from them (a method still
+  taking ``**opts`` lists them by hand); unknown options raise ConfigError.
+* ``log_prob(x, *, k=..., ...) -> Tensor``: (B,) in **nats per example**; ``log_prob_options``
+  likewise.
 
 Training context: a model whose ``loss`` declares a keyword ``ctx`` receives a
 :class:`TrainContext` from the trainer (the step, the total steps and the trainer's EMA
@@ -51,6 +53,33 @@ class TrainContext:
     step: int
     total_steps: int
     ema: nn.Module | None = None
+
+
+def _keyword_options(fn, fixed: set[str]) -> tuple[str, ...] | None:
+    """The keyword-only parameters of ``fn`` minus ``fixed``, in order; None when ``fn`` takes ``**opts``
+    (it then lists its options by hand in the class attribute)."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in fixed)
+
+
+def _checked(fn, attr: str, what: str, fixed: set[str]):
+    """``fn`` refusing an unknown keyword with genzoo's one line (the valid options, a did-you-mean)
+    instead of Python's TypeError."""
+    @functools.wraps(fn)
+    def method(self, *args, **opts):
+        allowed = getattr(type(self), attr)
+        unknown = {k: v for k, v in opts.items() if k not in allowed and k not in fixed}
+        if unknown:
+            self.check_options(unknown, allowed, what=what)
+        return fn(self, *args, **opts)
+    method.__genzoo_checked__ = True
+    return method
+
+
+#: (method, its options attribute, keywords that are not options)
+_OPTION_METHODS = (("sample", "sample_options", {"generator"}), ("log_prob", "log_prob_options", set()))
 
 
 @functools.cache
@@ -99,6 +128,23 @@ class GenerativeModel(nn.Module):
     #: constructor arguments of earlier versions: {name: what to write instead}; a recipe or run
     #: folder that still sets one is refused with that line
     retired_options: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        """Options are signatures: a ``sample`` / ``log_prob`` with keyword-only parameters and no
+        ``**opts`` declares its options by them (``sample_options`` / ``log_prob_options`` are derived,
+        in order; ``generator`` is not a sampling option), and an unknown keyword is refused in one line."""
+        super().__init_subclass__(**kwargs)
+        for meth, attr, fixed in _OPTION_METHODS:
+            fn = cls.__dict__.get(meth)
+            if fn is None or getattr(fn, "__genzoo_checked__", False):
+                continue
+            names = _keyword_options(fn, fixed)
+            if names is None:
+                continue
+            if attr in cls.__dict__:
+                raise TypeError(f"{cls.__name__}.{meth} declares its options by keywords: drop the {attr} tuple")
+            setattr(cls, attr, names)
+            setattr(cls, meth, _checked(fn, attr, meth, fixed))
 
     def loss(self, batch, **kwargs) -> dict[str, torch.Tensor]:  # pragma: no cover - interface
         raise NotImplementedError(f"{type(self).__name__} does not implement loss()")

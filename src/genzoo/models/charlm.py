@@ -46,7 +46,6 @@ from .data_needs import DataNeeds, Opt
 class CharLM(GenerativeModel):
     likelihood = "exact"
     discrete_likelihood = True
-    sample_options = ("length", "temperature", "top_k", "prompt", "progress")
 
     def __init__(self, vocab_size: int = 65, shape=(256,), dim: int = 128, depth: int = 4, heads: int = 4,
                  pos: str = "rope", rope_pairing: str = "interleaved", rope_base: float = 10000.0,
@@ -101,9 +100,8 @@ class CharLM(GenerativeModel):
         logp = F.log_softmax(logits.float(), dim=-1)
         return logp.gather(-1, x.long()[..., None]).squeeze(-1).sum(-1), aux
 
-    def log_prob(self, x: torch.Tensor, **opts) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(block) in nats, (B,); bits/char = -log_prob / (T ln 2)."""
-        self.check_options(opts, (), what="log_prob")
         return self._log_prob_aux(x)[0]
 
     def loss(self, batch, **kwargs) -> dict[str, torch.Tensor]:
@@ -123,18 +121,17 @@ class CharLM(GenerativeModel):
         return self.net(tokens, cache)[:, -1]
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+    def sample(self, n: int, *, generator: torch.Generator | None = None, length: int | None = None,
+               temperature: float = 1.0, top_k: int = 0, prompt=None, progress: bool = False) -> torch.Tensor:
         """(n, length) token ids, continuing ``prompt`` (a list of ids, or (n, P) ids; default none).
 
         Options: length (new tokens, default the block size), temperature (default 1), top_k
         (0 = all), prompt, progress. KV-cached: one one-token pass per new character."""
-        self.check_options(opts, self.sample_options)
-        length = int(opts.get("length", self.shape[0]))
-        T, k = float(opts.get("temperature", 1.0)), int(opts.get("top_k", 0))
+        length = int(self.shape[0] if length is None else length)
+        T, k = float(temperature), int(top_k)
         if T <= 0 or length < 1 or k < 0:
             raise ConfigError(f"need temperature > 0, length >= 1, top_k >= 0; got {T}, {length}, {k}")
         dev = self.device
-        prompt = opts.get("prompt")
         prompt = torch.zeros(n, 0, dtype=torch.long) if prompt is None else torch.as_tensor(prompt, dtype=torch.long)
         if prompt.ndim == 1:
             prompt = prompt[None].expand(n, -1)
@@ -144,7 +141,7 @@ class CharLM(GenerativeModel):
         from tqdm.auto import tqdm
 
         out = []
-        for _ in tqdm(range(length), desc="tokens", disable=not opts.get("progress", False), leave=False):
+        for _ in tqdm(range(length), desc="tokens", disable=not progress, leave=False):
             tok = sample_logits(logits, T, k, generator)
             out.append(tok)
             if len(out) < length:

@@ -353,7 +353,6 @@ class AdversarialModel(GenerativeModel):
     """
 
     likelihood = "none"
-    sample_options = ("truncation",)
 
     def __init__(self, shape: tuple = (1, 28, 28), latent_dim: int = 64, arch: str = "auto", channels: int = 64,
                  hidden: int = 256, depth: int = 2, g_batchnorm: bool = True, spectral_norm: bool = False,
@@ -432,15 +431,14 @@ class AdversarialModel(GenerativeModel):
         return self.generator(z)
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+    def sample(self, n: int, *, generator: torch.Generator | None = None, truncation: float | None = None) -> torch.Tensor:
         """n samples G(z), (n, *shape) in data space.
 
         Options:
             truncation: t > 0 draws z from N(0, I) truncated to [-t, t] per coordinate
                 (the truncation trick: higher fidelity, less diversity); default None (no truncation).
         """
-        self.check_options(opts, self.sample_options)
-        return self.decode(self.prior(n, generator, opts.get("truncation")))
+        return self.decode(self.prior(n, generator, truncation))
 
     def loss(self, batch, player: str | None = None, **kwargs) -> dict[str, torch.Tensor]:
         """The loss of ``player`` ("discriminator" or "generator") on a batch of real examples:

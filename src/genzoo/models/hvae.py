@@ -319,8 +319,6 @@ class HierarchicalVAE(GenerativeModel):
     #: (its early values are far below the ELBO's) and the spectral penalty
     valid_metric = "nelbo"
     retired_state = ("global_step",)  # the KL warm-up's own step counter (the trainer's step is in ctx)
-    sample_options = ("temperature", "mean")
-    log_prob_options = ("k", "chunk", "generator")
     #: images per sample() call in genzoo sample / eval (benchmarks/sampling_speed.py --only families: 0.29 / 0.36 /
     #: 0.41 ms per image at 64 / 16 / 256 for the recipe's untrained net on 2 cores)
     sample_chunk = 64
@@ -576,7 +574,8 @@ class HierarchicalVAE(GenerativeModel):
         per_sample = batch * c * H * W * 8  # the largest activations of one top-down pass
         return max(1, (1 << 24) // max(per_sample, 1))
 
-    def log_prob(self, x: torch.Tensor, **opts) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, *, k: int = 100, chunk: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
         """IWAE lower bound L_k on log p(x): (B,) nats per example (module docstring).
 
         Options:
@@ -586,14 +585,12 @@ class HierarchicalVAE(GenerativeModel):
             generator: torch.Generator for the draws (global RNG when None).
         Gradients flow through; wrap in torch.no_grad() to evaluate.
         """
-        self.check_options(opts, self.log_prob_options, what="log_prob")
-        k = int(opts.get("k", 100))
+        k = int(k)
         if k < 1:
             raise ConfigError(f"log_prob needs k >= 1 importance samples, got {k}")
-        generator = opts.get("generator")
         x = self._check_x(x)
         B = x.shape[0]
-        chunk = max(1, min(int(opts.get("chunk") or self._auto_chunk(B)), k))
+        chunk = max(1, min(int(chunk or self._auto_chunk(B)), k))
         feats = self.bottom_up(x)
         log_ws = []
         for start in range(0, k, chunk):
@@ -610,7 +607,8 @@ class HierarchicalVAE(GenerativeModel):
 
     # -- generation, encoding ------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+    def sample(self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0,
+               mean: bool = True) -> torch.Tensor:
         """n samples (n, *shape) drawn top-down from the prior.
 
         Options:
@@ -619,9 +617,7 @@ class HierarchicalVAE(GenerativeModel):
             mean: True (default): the decoder mean (Bernoulli probabilities, logistic means);
                 False: a draw from p(x|z) ({0, 1} pixels or grid values).
         """
-        self.check_options(opts, self.sample_options)
-        temperature = float(opts.get("temperature", 1.0))
-        use_mean = bool(opts.get("mean", True))
+        temperature, use_mean = float(temperature), bool(mean)
         n = int(n)
         dtype = next(self.parameters()).dtype
         noises = self._draw_noise(n, generator, self.device, dtype)

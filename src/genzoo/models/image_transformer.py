@@ -54,7 +54,6 @@ from .data_needs import DataNeeds, Opt
 class ImageTransformer(GenerativeModel):
     likelihood = "exact"
     discrete_likelihood = True
-    sample_options = ("temperature", "observed", "mask", "use_cache", "progress")
 
     def __init__(self, shape=(1, 28, 28), levels: int = 2, dim: int = 64, depth: int = 4, heads: int = 4,
                  pos: str = "rope2d", rope_pairing: str = "interleaved", mlp_ratio: float = 4.0, dropout: float = 0.0,
@@ -131,9 +130,8 @@ class ImageTransformer(GenerativeModel):
         logp = F.log_softmax(logits.float(), dim=-1)
         return logp.gather(-1, k[..., None]).squeeze(-1).sum(-1), aux
 
-    def log_prob(self, x: torch.Tensor, **opts) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) in nats per image, (B,)."""
-        self.check_options(opts, (), what="log_prob")
         return self._log_prob_aux(x)[0]
 
     def loss(self, batch, **kwargs) -> dict[str, torch.Tensor]:
@@ -144,17 +142,17 @@ class ImageTransformer(GenerativeModel):
         return {"loss": nll.mean() / self.D + aux, "nll": nll.mean().detach()}
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+    def sample(self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0, observed=None,
+               mask=None, use_cache: bool = True, progress: bool = False) -> torch.Tensor:
         """n images (n, 1, H, W) drawn pixel by pixel.
 
         Options: temperature (logits / T, default 1); observed (n, 1, H, W) and mask (same shape,
         True = keep the observed pixel; inpainting); use_cache (default True: KV-cached decoding;
         False recomputes the prefix each step, same samples); progress (tqdm bar over pixels)."""
-        self.check_options(opts, self.sample_options)
-        T = float(opts.get("temperature", 1.0))
+        T = float(temperature)
         if T <= 0:
             raise ConfigError(f"temperature must be > 0, got {T}")
-        obs, mask = opts.get("observed"), opts.get("mask")
+        obs = observed
         if (obs is None) != (mask is None):
             raise ConfigError("inpainting needs both observed (images) and mask (True = observed pixel)")
         dev = self.device
@@ -166,6 +164,6 @@ class ImageTransformer(GenerativeModel):
             mask = mask.to(dev).permute(0, 2, 3, 1).reshape(n, -1).bool()
         k = self.net.generate(n, self.D, self.bos, temperature=T, generator=generator,
                               observed=obs_k if obs is not None else None, mask=mask if obs is not None else None,
-                              use_cache=bool(opts.get("use_cache", True)), progress=bool(opts.get("progress", False)),
+                              use_cache=bool(use_cache), progress=bool(progress),
                               desc="pixels")
         return self.to_image(self.from_tokens(k))

@@ -90,8 +90,6 @@ class VAE(GenerativeModel):
     """
 
     likelihood = "bound"
-    sample_options = ("temperature", "mean")
-    log_prob_options = ("k", "chunk", "generator")
 
     def __init__(
         self,
@@ -245,7 +243,8 @@ class VAE(GenerativeModel):
         per_sample = batch * self.lik.num_params * math.prod(self.shape)
         return max(1, (1 << 24) // max(per_sample, 1))  # ~64 MB of float32 decoder output per chunk
 
-    def log_prob(self, x: torch.Tensor, **opts) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, *, k: int = 100, chunk: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
         """IWAE lower bound L_k on log p(x) (Burda et al. 2016, eq. 8): (B,) nats per example.
 
         Options:
@@ -256,15 +255,12 @@ class VAE(GenerativeModel):
             generator: torch.Generator for the samples (global RNG when None).
         Gradients flow through (IWAE training); wrap in torch.no_grad() to evaluate.
         """
-        self.check_options(opts, self.log_prob_options, what="log_prob")
-        k = int(opts.get("k", 100))
+        k = int(k)
         if k < 1:
             raise ConfigError(f"log_prob needs k >= 1 importance samples, got {k}")
-        generator = opts.get("generator")
         x = self._check_x(x)
         B = x.shape[0]
-        chunk = opts.get("chunk") or self._auto_chunk(B)
-        chunk = max(1, min(int(chunk), k))
+        chunk = max(1, min(int(chunk or self._auto_chunk(B)), k))
         mu, logvar = self.posterior(x)
         std = torch.exp(0.5 * logvar)
         log_ws = []
@@ -283,7 +279,8 @@ class VAE(GenerativeModel):
 
     # -- generation ------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+    def sample(self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0,
+               mean: bool = True) -> torch.Tensor:
         """n samples (n, *shape) in data space.
 
         Options:
@@ -294,9 +291,7 @@ class VAE(GenerativeModel):
                 pixels, grid values for logistic, gaussian draws clamped to [-1, 1]
                 for image shapes, unclamped for vectors).
         """
-        self.check_options(opts, self.sample_options)
-        temperature = float(opts.get("temperature", 1.0))
-        use_mean = bool(opts.get("mean", True))
+        temperature, use_mean = float(temperature), bool(mean)
         dtype = next(self.parameters()).dtype
         z = temperature * randn((int(n), self.latent_dim), generator, device=self.device, dtype=dtype)
         params = self.decode_params(z)

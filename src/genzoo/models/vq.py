@@ -121,7 +121,6 @@ class VQVAE(GenerativeModel):
     """
 
     likelihood = "none"
-    sample_options = ()
 
     def __init__(self, shape=(1, 28, 28), channels: int = 64, res_blocks: int = 2, quantizer: str = "vq",
                  codebook_size: int = 256, code_dim: int = 16, levels=(), update: str = "ema", gradient: str = "ste",
@@ -230,10 +229,9 @@ class VQVAE(GenerativeModel):
         return out
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decodes code grids drawn from the uniform prior of the first stage (van den Oord et al.:
         the prior is uniform while the VQ-VAE trains). Train a ``vq_prior`` on this run for real samples."""
-        self.check_options(opts, self.sample_options)
         idx = torch.randint(0, self.codebook_size, (n, *self.grid), generator=generator)
         return self.detokenize(idx.to(self.device))
 
@@ -380,7 +378,6 @@ class VQPrior(GenerativeModel):
     """
 
     likelihood = "none"
-    sample_options = ("temperature", "top_k", "use_cache", "progress")
 
     def __init__(self, tokenizer: str = "", vocab_size: int = 0, dim: int = 128, depth: int = 4, heads: int = 4,
                  pos: str = "rope2d", mlp_ratio: float = 4.0, dropout: float = 0.0):
@@ -465,9 +462,8 @@ class VQPrior(GenerativeModel):
         return k.reshape(n, *self.grid)
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
-        self.check_options(opts, self.sample_options)
-        k = self.sample_codes(n, generator=generator, temperature=float(opts.get("temperature", 1.0)),
-                              top_k=int(opts.get("top_k", 0)), use_cache=bool(opts.get("use_cache", True)),
-                              progress=bool(opts.get("progress", False)))
+    def sample(self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0, top_k: int = 0,
+               use_cache: bool = True, progress: bool = False) -> torch.Tensor:
+        k = self.sample_codes(n, generator=generator, temperature=float(temperature), top_k=int(top_k),
+                              use_cache=bool(use_cache), progress=bool(progress))
         return self.tokenizer.detokenize(k)

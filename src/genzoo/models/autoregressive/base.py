@@ -228,8 +228,6 @@ class AutoregressiveModel(GenerativeModel):
 
     likelihood = "exact"
     discrete_likelihood = True
-    sample_options: ClassVar[tuple[str, ...]] = ("temperature", "observed", "mask")
-    log_prob_options: ClassVar[tuple[str, ...]] = ()
 
     def _init_output(self, shape, output: str, levels: int, value_range, nr_mix: int) -> None:
         shape = tuple(int(s) for s in shape)
@@ -274,9 +272,8 @@ class AutoregressiveModel(GenerativeModel):
         """sum_d log p(x_d | x_<d) given the conditionals' parameters: (B,) nats."""
         return self.output.log_prob(params, x).reshape(x.shape[0], -1).sum(-1)
 
-    def log_prob(self, x: torch.Tensor, **opts) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log p(x) by the chain rule: x (B, *shape) -> (B,) nats per example."""
-        self.check_options(opts, self.log_prob_options, what="log_prob")
         x = self._check_x(x)
         return self.log_prob_from_params(self.conditionals(x), x)
 
@@ -308,12 +305,11 @@ class AutoregressiveModel(GenerativeModel):
         self.output.check_values(x[known], f"{type(self).__name__}.sample(observed=...)")
         return x, known
 
-    def _sample_opts(self, n: int, opts: dict, dtype=torch.float32):
-        self.check_options(opts, self.sample_options)
-        temperature = float(opts.get("temperature", 1.0))
+    def _sample_start(self, n: int, temperature, observed, mask, dtype=torch.float32):
+        temperature = float(temperature)
         if temperature < 0:
             raise ConfigError(f"temperature must be >= 0, got {temperature}")
-        x, known = self._start(int(n), opts.get("observed"), opts.get("mask"), dtype)
+        x, known = self._start(int(n), observed, mask, dtype)
         return temperature, x, known
 
     @torch.no_grad()
@@ -336,8 +332,9 @@ class AutoregressiveModel(GenerativeModel):
         return x
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+    def sample(self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0,
+               observed=None, mask=None) -> torch.Tensor:
         """n samples (n, *shape), drawn pixel by pixel; options in the module docstring
         (temperature; observed + mask for inpainting)."""
-        temperature, x, known = self._sample_opts(n, opts)
+        temperature, x, known = self._sample_start(n, temperature, observed, mask)
         return self.generate(x, known, temperature, generator)

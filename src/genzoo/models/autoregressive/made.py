@@ -37,6 +37,7 @@ from torch import nn
 from ...errors import ConfigError
 from ...nn.masked import MaskedLinear, degree_mask, made_degrees
 from ...registry import register
+from ..base import TrainContext
 from .base import AutoregressiveModel
 
 
@@ -61,8 +62,7 @@ class MADE(AutoregressiveModel):
             at most ``num_masks``.
     """
 
-    log_prob_options = ("ensemble",)
-    sample_options = AutoregressiveModel.sample_options + ("ensemble",)
+    retired_state = ("train_step",)  # its own minibatch counter, before the trainer's step came in ctx
 
     def __init__(self, shape: tuple = (1, 28, 28), hidden: tuple = (500,), direct: bool = True, num_masks: int = 1,
                  order_agnostic: bool = False, mask_conditioning: bool = False, seed: int = 0,
@@ -87,7 +87,6 @@ class MADE(AutoregressiveModel):
         self.direct = MaskedLinear(D, P * D, bias=False) if direct else None
         self.register_buffer("order", torch.arange(D))
         self.register_buffer("mask_id", torch.tensor(-1))
-        self.register_buffer("train_step", torch.tensor(0))  # minibatches seen: picks the training mask
         self.use_mask(0)
 
     # -- masks -------------------------------------------------------------------------------
@@ -111,8 +110,8 @@ class MADE(AutoregressiveModel):
         self.order.copy_(order)
         self.mask_id.fill_(int(k))
 
-    def _num_ensemble(self, opts: dict) -> int:
-        K = int(opts.get("ensemble", 1))
+    def _num_ensemble(self, ensemble) -> int:
+        K = int(ensemble)
         if not 1 <= K <= self.num_masks:
             raise ConfigError(f"MADE ensemble={K} but the model was trained with num_masks={self.num_masks}; "
                               f"use 1 <= ensemble <= {self.num_masks}")
@@ -135,10 +134,9 @@ class MADE(AutoregressiveModel):
         return out.reshape(B, self.output.num_params, *self.shape)
 
     # -- likelihood and training -------------------------------------------------------------------
-    def log_prob(self, x: torch.Tensor, **opts) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, *, ensemble: int = 1) -> torch.Tensor:
         """Exact log p(x) (B,) nats; with ensemble=K the log of the mean probability over masks 0..K-1."""
-        self.check_options(opts, self.log_prob_options, what="log_prob")
-        K = self._num_ensemble(opts)
+        K = self._num_ensemble(ensemble)
         x = self._check_x(x)
         lps = []
         for k in range(K):
@@ -146,24 +144,25 @@ class MADE(AutoregressiveModel):
             lps.append(self.log_prob_from_params(self.conditionals(x), x))
         return torch.logsumexp(torch.stack(lps), 0) - math.log(K)
 
-    def loss(self, batch, **kwargs) -> dict[str, torch.Tensor]:
-        """Mean NLL (nats per example) under this minibatch's mask (training: step mod num_masks; else mask 0)."""
+    def loss(self, batch, *, ctx: TrainContext | None = None, **kwargs) -> dict[str, torch.Tensor]:
+        """Mean NLL (nats per example) under this minibatch's mask: mask (step mod num_masks) at the
+        trainer's step (``ctx``, in training mode), else mask 0."""
         self.check_options(kwargs, (), what="loss")
         x = self._check_x(batch)
         k = 0
-        if self.training and self.num_masks > 1:
-            k = int(self.train_step) % self.num_masks
-            self.train_step += 1
+        if self.training and self.num_masks > 1 and ctx is not None:
+            k = int(ctx.step) % self.num_masks
         self.use_mask(k)
         nll = -self.log_prob_from_params(self.conditionals(x), x).mean()
         return {"loss": nll, "bits_per_dim": nll.detach() / (self.num_dims * math.log(2.0))}
 
     # -- sampling -----------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+    def sample(self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0,
+               observed=None, mask=None, ensemble: int = 1) -> torch.Tensor:
         """n samples; with ensemble=K each row first picks one of masks 0..K-1 uniformly (a draw from the ensemble)."""
-        K = self._num_ensemble(opts)
-        temperature, x, known = self._sample_opts(n, {k: v for k, v in opts.items() if k != "ensemble"})
+        K = self._num_ensemble(ensemble)
+        temperature, x, known = self._sample_start(n, temperature, observed, mask)
         pick = torch.zeros(int(n), dtype=torch.long)
         if K > 1:
             pick = torch.randint(0, K, (int(n),), generator=generator, device=generator.device if generator else None).cpu()

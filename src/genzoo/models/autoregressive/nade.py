@@ -61,8 +61,6 @@ class NADE(AutoregressiveModel):
             ``order_agnostic=True`` when K > 1.
     """
 
-    log_prob_options = ("ensemble",)
-
     def __init__(self, shape: tuple = (1, 28, 28), hidden: int = 500, order_agnostic: bool = False,
                  output: str = "bernoulli", levels: int = 256, value_range: tuple = (-1.0, 1.0), nr_mix: int = 5):
         super().__init__()
@@ -123,10 +121,9 @@ class NADE(AutoregressiveModel):
         exclusive = torch.cat([torch.zeros_like(xw[:, :1]), xw[:, :-1].cumsum(1)], 1)
         return torch.sigmoid(a[:, None] + exclusive)
 
-    def log_prob(self, x: torch.Tensor, **opts) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, *, ensemble: int = 1) -> torch.Tensor:
         """Exact log p(x) (B,) nats; with ensemble=K the log of the mean probability over K orderings."""
-        self.check_options(opts, self.log_prob_options, what="log_prob")
-        K = int(opts.get("ensemble", 1))
+        K = int(ensemble)
         if K < 1:
             raise ConfigError(f"NADE log_prob needs ensemble >= 1, got {K}")
         if K > 1 and not self.order_agnostic:

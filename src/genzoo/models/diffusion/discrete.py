@@ -85,8 +85,6 @@ class _ImageNet(nn.Module):
 class DiscreteDiffusion(GenerativeModel):
     likelihood = "bound"
     discrete_likelihood = True
-    sample_options = ("steps", "progress")
-    log_prob_options = ("t_samples", "generator")
 
     def __init__(self, shape=(1, 28, 28), kind: str = "absorbing", num_values: int = 2, num_steps: int = 1000,
                  hybrid_lambda: float = 0.01, net: str = "unet", channels: int = 32, channel_mult=(1, 2, 2),
@@ -217,12 +215,10 @@ class DiscreteDiffusion(GenerativeModel):
         return {"loss": loss, "nelbo": nelbo.mean().detach()}
 
     @torch.no_grad()
-    def log_prob(self, x: torch.Tensor, **opts) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, *, t_samples: int = 64, generator: torch.Generator | None = None) -> torch.Tensor:
         """-L (nats per example, a lower bound on log p(x)), L estimated with ``t_samples``
         stratified draws of t in 1..T (default 64; t_samples=T sums every term once)."""
-        self.check_options(opts, self.log_prob_options, what="log_prob")
-        n = int(opts.get("t_samples", 64))
-        g = opts.get("generator")
+        n, g = int(t_samples), generator
         x0 = self._states(x).flatten(1)
         B = x0.shape[0]
         if n >= self.T:
@@ -238,11 +234,11 @@ class DiscreteDiffusion(GenerativeModel):
         return -nelbo
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+    def sample(self, n: int, *, generator: torch.Generator | None = None, steps: int | None = None,
+               progress: bool = False) -> torch.Tensor:
         """Ancestral sampling from x_T ~ m with ``steps`` (default T) evenly spaced jumps t -> s,
         each drawn from the model's q(x_s | x_t, x0~ ~ p~(.|x_t)) (exact for any jump, see above)."""
-        self.check_options(opts, self.sample_options)
-        steps = int(opts.get("steps", self.default_steps))
+        steps = int(self.default_steps if steps is None else steps)
         if not 1 <= steps <= self.T:
             raise ConfigError(f"steps must be in 1..{self.T}, got {steps}")
         dev = self.device
@@ -251,7 +247,7 @@ class DiscreteDiffusion(GenerativeModel):
                                generator=generator).view(n, self.D).to(dev)
         from tqdm.auto import tqdm
 
-        for t, s in tqdm(list(zip(grid[:-1], grid[1:])), desc="discrete diffusion", disable=not opts.get("progress", False)):
+        for t, s in tqdm(list(zip(grid[:-1], grid[1:])), desc="discrete diffusion", disable=not progress):
             tt, ss = torch.full((n,), t, device=dev), torch.full((n,), s, device=dev)
             p0 = F.softmax(self._logits(xt, tt).float(), -1)
             if self.kind == "absorbing":

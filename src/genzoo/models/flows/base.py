@@ -170,11 +170,9 @@ class Flow(GenerativeModel):
     """
 
     likelihood = "exact"
-    sample_options = ("temperature",)
     #: images per sample() call in genzoo sample / eval (benchmarks/sampling_speed.py --only families, untrained
     #: recipe nets, 2 cores: Glow 0.95 / 1.11 / 1.21 ms per image at 64 / 256 / 16, TARFLOW 5.67 / 6.93 / 8.21)
     sample_chunk = 64
-    log_prob_options = ("k", "generator")
 
     def _setup(self, shape, transform: Transform, prior: str, dequantization: str, levels: int,
                data_range, deq_steps: int, deq_hidden: int) -> None:
@@ -267,7 +265,7 @@ class Flow(GenerativeModel):
         return self.log_density(self.dequantize(x, u)) - log_q
 
     # -- the interface ------------------------------------------------------------------
-    def log_prob(self, x: torch.Tensor, **opts) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, *, k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """log p(x) in nats per example, (B,).
 
         uniform dequantisation: the exact log-density of x (already dequantised, or a
@@ -275,18 +273,16 @@ class Flow(GenerativeModel):
         (default 1), log (1/k) sum_i p(y_i) / q(u_i | x), drawing from ``generator``
         (global RNG when None). Gradients flow; wrap in ``torch.no_grad()`` to evaluate.
         """
-        self.check_options(opts, self.log_prob_options, what="log_prob")
         x = self._check_x(x)
         if self.dequantizer is None:
-            if "k" in opts and int(opts["k"]) != 1:
+            if k is not None and int(k) != 1:
                 raise ConfigError(f"log_prob option k applies to dequantization='variational' only; "
                                   f"{type(self).__name__} uses uniform dequantisation and its log_prob is exact")
             return self.log_density(x)
-        k = int(opts.get("k", 1))
+        k = 1 if k is None else int(k)
         if k < 1:
             raise ConfigError(f"log_prob needs k >= 1 importance samples, got {k}")
-        g = opts.get("generator")
-        terms = torch.stack([self._variational_terms(x, g) for _ in range(k)])  # (k, B)
+        terms = torch.stack([self._variational_terms(x, generator) for _ in range(k)])  # (k, B)
         return logmeanexp(terms, dim=0) if k > 1 else terms[0]
 
     def loss(self, batch, **kwargs) -> dict[str, torch.Tensor]:
@@ -308,7 +304,7 @@ class Flow(GenerativeModel):
         return int(getattr(self, "data_levels", None) or self.levels)
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+    def sample(self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
         """n samples (n, *shape) in data space by inversion, x = f^{-1}(z).
 
         Options:
@@ -317,8 +313,7 @@ class Flow(GenerativeModel):
         Images are clamped to ``data_range``; with variational dequantisation they are
         mapped to the grid values of their bins (the data's representation).
         """
-        self.check_options(opts, self.sample_options)
-        t = float(opts.get("temperature", 1.0))
+        t = float(temperature)
         if t < 0:
             raise ConfigError(f"temperature must be >= 0, got {t}")
         z = self.prior.sample((int(n), *self.latent_shape), generator, temperature=t, device=self.device, dtype=self._dtype())
