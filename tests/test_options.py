@@ -14,7 +14,9 @@ from genzoo.models.base import GenerativeModel, _keyword_options
 from genzoo.registry import get_entry, list_models
 
 #: models whose options are their signatures (the rest still list them by hand, with **opts)
-BY_SIGNATURE = {"gan", "wgan", "wgan_gp", "gan_qp", "bigan", "bigan_qp", "ogan", "vae", "nvae", "nade", "charlm"}
+BY_SIGNATURE = {"gan", "wgan", "wgan_gp", "gan_qp", "bigan", "bigan_qp", "ogan", "vae", "nvae", "nade", "made", "charlm",
+                "fvsbn", "pixelcnn", "gated_pixelcnn", "image_transformer", "realnvp", "glow", "nice", "vqvae", "vqgan",
+                "vq_prior", "shortcut", "discrete_diffusion"}
 
 
 @pytest.mark.parametrize("name", sorted(list_models()))

@@ -52,7 +52,6 @@ def steps_to_index(steps: int) -> int:
 @register("shortcut", family="diffusion", paper="Frans, Hafner, Levine & Abbeel 2024 (One Step Diffusion via Shortcut Models)",
           summary="flow matching conditioned on the step size d; 1 to 128 sampling steps from one network")
 class Shortcut(Diffusion):
-    sample_options = ("steps", "temperature", "clamp", "progress", "precision")
     retired_state = ("target_net.", "target_updates")  # the private EMA copy before the trainer's came in ctx
     retired_options = {"target_ema_decay": "the self-consistency targets use the trainer's EMA (train.ema_decay, "
                                            "0.999 in the recipe); target_ema_decay=0 is now model.bootstrap_ema=false"}
@@ -132,24 +131,25 @@ class Shortcut(Diffusion):
 
     # -- sampling / likelihood -------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+    def sample(self, n: int, *, generator: torch.Generator | None = None, steps: int | None = None,
+               temperature: float = 1.0, clamp: bool = True, progress: bool = False,
+               precision: str = "fp32") -> torch.Tensor:
         """n samples with ``steps`` in {1, 2, 4, ..., 128} shortcut steps of d = 1/steps from t = 1 to 0.
         Options: steps, temperature (scales the prior draw), clamp (images to data_range), progress,
         precision ("fp32" or "bf16": the network under bfloat16 autocast, the updates in float32)."""
-        self.check_options(opts, self.sample_options)
-        steps = int(opts.get("steps", self.default_steps))
-        net = with_precision(self.net, opts.get("precision", "fp32"))
+        steps = int(self.default_steps if steps is None else steps)
+        net = with_precision(self.net, precision)
         j = steps_to_index(steps)
         dev = self.device
-        x = torch.randn((n, *self.shape), generator=generator).to(dev) * float(opts.get("temperature", 1.0))
+        x = torch.randn((n, *self.shape), generator=generator).to(dev) * float(temperature)
         d = 1.0 / steps
         idx = torch.full((n,), j, dtype=torch.long, device=dev)
         from tqdm.auto import tqdm
 
-        for i in tqdm(range(steps), desc="shortcut", disable=not opts.get("progress", False), leave=False):
+        for i in tqdm(range(steps), desc="shortcut", disable=not progress, leave=False):
             t = torch.full((n,), 1.0 - i * d, device=dev, dtype=x.dtype)
             x = x - d * self.velocity(x, t, idx, net)
-        if opts.get("clamp", True) and self.sample_range is not None:
+        if clamp and self.sample_range is not None:
             x = x.clamp(*self.sample_range)
         return x
 
