@@ -26,7 +26,7 @@ demo: $(STAMP)
 # The leaderboard report's browser test needs Debian's chromium + chromium-driver: installed here when
 # apt-get can (root, a package mirror); otherwise that one test skips with a line saying so.
 test: $(STAMP) browser
-	GENZOO_REQUIRE_PEERS=1 $(PY) -m pytest -n auto --dist loadfile --durations=15 tests
+	GENZOO_REQUIRE_PEERS=1 $(PY) -m pytest -n logical --dist loadfile --durations=15 tests
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
