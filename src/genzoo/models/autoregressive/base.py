@@ -48,7 +48,6 @@ generator state gives the same samples.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import torch
 
