@@ -55,13 +55,16 @@ class TrainContext:
     ema: nn.Module | None = None
 
 
-def _keyword_options(fn, fixed: set[str]) -> tuple[str, ...] | None:
-    """The keyword-only parameters of ``fn`` minus ``fixed``, in order; None when ``fn`` takes ``**opts``
-    (it then lists its options by hand in the class attribute)."""
+def _keyword_options(fn, fixed: set[str], extra: tuple[str, ...] | None = None) -> tuple[str, ...] | None:
+    """The keyword-only parameters of ``fn`` minus ``fixed``, in order, then ``extra`` (the names a
+    ``**kwargs`` of ``fn`` forwards, e.g. the diffusion samplers' own options); None when ``fn`` takes
+    ``**opts`` and no ``extra`` is declared (it then lists its options by hand in the class attribute)."""
     params = inspect.signature(fn).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    if var_kw and extra is None:
         return None
-    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in fixed)
+    names = tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in fixed)
+    return names + tuple(e for e in (extra or ()) if e not in names) if var_kw else names
 
 
 def _checked(fn, attr: str, what: str, fixed: set[str]):
@@ -78,8 +81,9 @@ def _checked(fn, attr: str, what: str, fixed: set[str]):
     return method
 
 
-#: (method, its options attribute, keywords that are not options)
-_OPTION_METHODS = (("sample", "sample_options", {"generator"}), ("log_prob", "log_prob_options", set()))
+#: (method, its options attribute, the attribute naming what its ``**kwargs`` forwards, keywords that are not options)
+_OPTION_METHODS = (("sample", "sample_options", "sample_forwarded_options", {"generator"}),
+                   ("log_prob", "log_prob_options", "log_prob_forwarded_options", set()))
 
 
 @functools.cache
@@ -132,13 +136,15 @@ class GenerativeModel(nn.Module):
     def __init_subclass__(cls, **kwargs):
         """Options are signatures: a ``sample`` / ``log_prob`` with keyword-only parameters and no
         ``**opts`` declares its options by them (``sample_options`` / ``log_prob_options`` are derived,
-        in order; ``generator`` is not a sampling option), and an unknown keyword is refused in one line."""
+        in order; ``generator`` is not a sampling option), and an unknown keyword is refused in one line.
+        A method whose ``**kwargs`` forwards options to a callee names them in
+        ``sample_forwarded_options`` / ``log_prob_forwarded_options``; they join the derived list."""
         super().__init_subclass__(**kwargs)
-        for meth, attr, fixed in _OPTION_METHODS:
+        for meth, attr, forwarded, fixed in _OPTION_METHODS:
             fn = cls.__dict__.get(meth)
             if fn is None or getattr(fn, "__genzoo_checked__", False):
                 continue
-            names = _keyword_options(fn, fixed)
+            names = _keyword_options(fn, fixed, getattr(cls, forwarded, None))
             if names is None:
                 continue
             if attr in cls.__dict__:

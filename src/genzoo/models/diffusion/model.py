@@ -67,9 +67,7 @@ NETS = ("unet", "mlp")
 DEFAULT_GRID = {"edm": "karras", "vp": "uniform", "vp-cosine": "uniform", "ve": "uniform", "flow": "uniform"}
 #: alias accepted for the adaptive probability-flow ODE sampler
 SAMPLER_ALIASES = {"ode": "ode_adaptive"}
-#: options of the sample() call itself; each sampler adds its own (eta, S_churn, rtol, ...)
-_SAMPLE_BASE = ("sampler", "steps", "grid", "rho", "guidance", "labels", "temperature", "clamp", "skip_scales", "progress",
-                "precision")
+#: the samplers' own options (eta, S_churn, rtol, ...), each taken by one or more samplers
 _SAMPLER_SPECIFIC = tuple(dict.fromkeys(o for name in SAMPLERS for o in sampler_options(name)))
 
 
@@ -173,7 +171,9 @@ class Diffusion(GenerativeModel):
 
     likelihood = "exact"
     discrete_likelihood = False
-    sample_options = _SAMPLE_BASE + _SAMPLER_SPECIFIC
+    #: the samplers' own options (eta, S_churn, rtol, ...) that ``sample``'s ``**sampler_opts`` forwards;
+    #: ``sample_options`` is ``sample``'s keywords followed by these
+    sample_forwarded_options = _SAMPLER_SPECIFIC
     #: images per sample() call in genzoo sample / eval (measured, benchmarks/sampling_speed.py --only chunks:
     #: with freed memory kept the cost per image is flat from 200 to 500 images within 1 %; 250 bounds the memory)
     sample_chunk = 250
@@ -181,7 +181,6 @@ class Diffusion(GenerativeModel):
     #: example sets everyone's steps (benchmarks/sampling_speed.py --only likelihood: 1.33 s per image in chunks
     #: of 16 against 1.55 in chunks of 64 on 2 cores; eval.batch_size's 256 would be slower still)
     log_prob_chunk = 16
-    log_prob_options = ("exact_trace", "num_probes", "rtol", "atol", "t_min", "method", "generator", "labels")
 
     def __init__(
         self,
@@ -381,7 +380,10 @@ class Diffusion(GenerativeModel):
         return time_grid(self.process, int(steps or self.default_steps), grid or self.default_grid, rho)
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+    def sample(self, n: int, *, generator: torch.Generator | None = None, sampler: str | None = None,
+               steps: int | None = None, grid: str | None = None, rho: float | None = None,
+               guidance: float | None = None, labels=None, temperature: float = 1.0, clamp: bool = True,
+               skip_scales=None, progress: bool = False, precision: str = "fp32", **sampler_opts) -> torch.Tensor:
         """n samples (n, *shape) in data space (images clamped to ``data_range``).
 
         Options:
@@ -412,22 +414,14 @@ class Diffusion(GenerativeModel):
                 where it is fast, else fp32 (as train.precision=auto).
         Reproducible: the prior draw and then every sampler noise come from ``generator``.
         """
-        self.check_options(opts, self.sample_options)
-        name = self._sampler_name(opts.pop("sampler", self.default_sampler))
-        steps = int(opts.pop("steps", self.default_steps))
+        name = self._sampler_name(self.default_sampler if sampler is None else sampler)
+        steps = int(self.default_steps if steps is None else steps)
         if steps < 1:
             raise ConfigError(f"steps must be >= 1, got {steps}")
-        grid = opts.pop("grid", self.default_grid)
-        rho = opts.pop("rho", None)
-        guidance = opts.pop("guidance", None)
-        labels_opt = opts.pop("labels", None)
-        temperature = float(opts.pop("temperature", 1.0))
-        clamp = bool(opts.pop("clamp", True))
-        skip_scales = opts.pop("skip_scales", None)
-        progress = bool(opts.pop("progress", False))
-        precision = opts.pop("precision", "fp32")
+        grid = self.default_grid if grid is None else grid
+        temperature, clamp, progress = float(temperature), bool(clamp), bool(progress)
         valid = sampler_options(name)
-        for k in opts:
+        for k in sampler_opts:
             if k not in valid:
                 raise ConfigError(f"sample option {k!r} does not apply to sampler {name!r} "
                                   f"(its options: {', '.join(valid) if valid else '(none)'})")
@@ -439,7 +433,7 @@ class Diffusion(GenerativeModel):
         dev = self.device
         dtype = next(self.parameters()).dtype
         generator = _on_device(generator, dev)
-        labels = self._labels(labels_opt, n, dev)
+        labels = self._labels(labels, n, dev)
         D = self.denoiser(labels, 1.0 if guidance is None else float(guidance), precision)
         ts = time_grid(self.process, steps, grid, rho)
         x = self.process.prior_sample((n, *self.shape), generator=generator, device=dev, dtype=dtype) * temperature
@@ -456,13 +450,15 @@ class Diffusion(GenerativeModel):
         else:
             ctx = contextlib.nullcontext()
         with ctx:
-            x = run_sampler(name, D, x, ts, self.process, generator=generator, progress=progress, **opts)
+            x = run_sampler(name, D, x, ts, self.process, generator=generator, progress=progress, **sampler_opts)
         if clamp and self.sample_range is not None:
             x = x.clamp(*self.sample_range)
         return x
 
     # -- likelihood ---------------------------------------------------------------------------
-    def log_prob(self, x: torch.Tensor, **opts) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, *, exact_trace: bool = False, num_probes: int = 1, rtol: float = 1e-5,
+                 atol: float = 1e-5, t_min: float | None = None, method: str = "dopri5",
+                 generator: torch.Generator | None = None, labels=None) -> torch.Tensor:
         """log p(x) by the probability-flow ODE: (B,) nats per example (see :func:`~.likelihood.ode_log_prob`).
 
         Options:
@@ -480,14 +476,9 @@ class Diffusion(GenerativeModel):
         The value is a density over continuous data: for dequantised images bits/dim adds
         log2(levels / (hi - lo)) (:func:`genzoo.units.bits_per_dim`).
         """
-        self.check_options(opts, self.log_prob_options, what="log_prob")
         x, _ = self._split(x)
-        labels = opts.pop("labels", None)
         y = resolve_labels(labels, x.shape[0], self.num_classes, x.device, default="null", model="Diffusion model")
         D = self.denoiser(y, 1.0)
-        kw = {k: opts[k] for k in ("exact_trace", "num_probes", "rtol", "atol", "t_min", "method") if k in opts}
-        kw["generator"] = _on_device(opts.get("generator"), x.device)
-        for k in ("rtol", "atol", "t_min"):
-            if k in kw:
-                kw[k] = float(kw[k])
-        return ode_log_prob(D, x, self.process, **kw)
+        return ode_log_prob(D, x, self.process, exact_trace=bool(exact_trace), num_probes=int(num_probes),
+                            rtol=float(rtol), atol=float(atol), t_min=None if t_min is None else float(t_min),
+                            method=method, generator=_on_device(generator, x.device))

@@ -287,7 +287,6 @@ class PFGM(GenerativeModel):
     """
 
     likelihood = "none"
-    sample_options = ("sampler", "steps", "z_min", "z_exp", "upper_norm", "rtol", "atol", "clamp", "progress")
 
     def __init__(self, shape: tuple = (1, 28, 28), net: str = "auto", channels: int = 32, channel_mult: tuple = (1, 2, 2),
                  num_res_blocks: int = 1, attn_resolutions: tuple = (7,), hidden: int = 256, depth: int = 3,
@@ -331,8 +330,7 @@ class PFGM(GenerativeModel):
         self.sample_range = (lo, hi) if len(shape) == 3 else None
         self.last_nfe = 0
         self.defaults = self._sample_settings({"z_min": z_min, "z_exp": z_exp, "sampler": sampler, "steps": steps},
-                                              base={"upper_norm": self.upper_norm, "rtol": 1e-4, "atol": 1e-4,
-                                                    "clamp": True, "progress": False})
+                                              base={"upper_norm": self.upper_norm, "rtol": 1e-4, "atol": 1e-4})
         try:
             if net == "unet":
                 C, H, W = shape
@@ -417,7 +415,10 @@ class PFGM(GenerativeModel):
         return s
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+    def sample(self, n: int, *, generator: torch.Generator | None = None, sampler: str | None = None,
+               steps: int | None = None, z_min: float | None = None, z_exp: float | None = None,
+               upper_norm: float | None = None, rtol: float | None = None, atol: float | None = None,
+               clamp: bool = True, progress: bool = False) -> torch.Tensor:
         """n samples (n, *shape): a prior draw on z = z_max, then the backward ODE down to z_min.
 
         Options:
@@ -432,11 +433,12 @@ class PFGM(GenerativeModel):
             progress: tqdm bar over the steps.
         Reproducible: the prior draw comes from ``generator`` (nothing else is random).
         ``self.last_nfe`` holds the network evaluations of the last call."""
-        self.check_options(opts, self.sample_options)
-        s = self._sample_settings(opts)
-        if s["sampler"] != "rk45" and ("rtol" in opts or "atol" in opts):
+        given = {k: v for k, v in dict(sampler=sampler, steps=steps, z_min=z_min, z_exp=z_exp, upper_norm=upper_norm,
+                                       rtol=rtol, atol=atol).items() if v is not None}
+        s = self._sample_settings(given)
+        if s["sampler"] != "rk45" and ("rtol" in given or "atol" in given):
             raise ConfigError("rtol / atol apply to sampler='rk45' only")
-        if s["sampler"] == "rk45" and "steps" in opts:
+        if s["sampler"] == "rk45" and "steps" in given:
             raise ConfigError("steps applies to sampler='euler' / 'heun'; rk45 chooses its steps from rtol / atol")
         dev = self.device
         dtype = next(self.parameters()).dtype
@@ -444,8 +446,8 @@ class PFGM(GenerativeModel):
         x = prior_sample(int(n), self.N, self.z_max, s["upper_norm"], generator=generator, device=dev, dtype=dtype)
         x, self.last_nfe = sample_ode(self.velocity, x, z_max=self.z_max, z_min=s["z_min"], steps=s["steps"],
                                       sampler=s["sampler"], rtol=s["rtol"], atol=s["atol"], z_exp=s["z_exp"],
-                                      gamma=self.gamma, progress=bool(s["progress"]))
+                                      gamma=self.gamma, progress=bool(progress))
         x = x.reshape(int(n), *self.shape)
-        if s["clamp"] and self.sample_range is not None:
+        if clamp and self.sample_range is not None:
             x = x.clamp(*self.sample_range)
         return x

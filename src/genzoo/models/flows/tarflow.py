@@ -240,8 +240,6 @@ class TarFlow(Flow):
     #: bound on the data's likelihood (see above), so the class and such instances say "bound";
     #: an instance with noise_std = 0 is a plain density and says "exact".
     likelihood = "bound"
-    sample_options = ("temperature", "guidance", "attn_temp", "annealed_guidance", "labels", "denoise")
-    log_prob_options = ("labels", "noise", "generator")
 
     def __init__(
         self,
@@ -311,7 +309,8 @@ class TarFlow(Flow):
         z, logdet = self.transform(y, labels)
         return self.prior.log_prob(z) + logdet
 
-    def log_prob(self, x: torch.Tensor, **opts) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, *, labels=None, noise: bool = True,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
         """log p(y) in nats per example, (B,), at y = x + noise_std * eps (see the class docstring).
 
         Options:
@@ -321,11 +320,10 @@ class TarFlow(Flow):
             noise: add the augmentation noise (default True; False: the exact density at x).
             generator: draws eps (global RNG when None).
         """
-        self.check_options(opts, self.log_prob_options, what="log_prob")
         x = self._check_x(x)
-        if opts.get("noise", True) and self.noise_std > 0:
-            x = x + self.noise_std * randn(x.shape, opts.get("generator"), device=x.device, dtype=x.dtype)
-        return self.log_density(x, self._labels(opts.get("labels"), x.shape[0], x.device, "null"))
+        if noise and self.noise_std > 0:
+            x = x + self.noise_std * randn(x.shape, generator, device=x.device, dtype=x.dtype)
+        return self.log_density(x, self._labels(labels, x.shape[0], x.device, "null"))
 
     def loss(self, batch, **kwargs) -> dict[str, torch.Tensor]:
         """Mean -log p(x + sigma eps | label) in nats per example (eps and the label dropout drawn
@@ -361,7 +359,9 @@ class TarFlow(Flow):
         return (y + sigma ** 2 * grad).detach()
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **opts) -> torch.Tensor:
+    def sample(self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0,
+               guidance: float = 0.0, attn_temp: float = 1.0, annealed_guidance: bool = False, labels=None,
+               denoise: bool = True) -> torch.Tensor:
         """n samples (n, *shape): z ~ N(0, T^2 I), the (guided) inverse, then the denoising step.
 
         Options:
@@ -374,10 +374,7 @@ class TarFlow(Flow):
             denoise: apply the score-based denoising step (default True when noise_std > 0).
         Images are clamped to ``data_range`` after denoising.
         """
-        self.check_options(opts, self.sample_options)
-        t = float(opts.get("temperature", 1.0))
-        w = float(opts.get("guidance", 0.0))
-        tau = float(opts.get("attn_temp", 1.0))
+        t, w, tau = float(temperature), float(guidance), float(attn_temp)
         if t < 0:
             raise ConfigError(f"temperature must be >= 0, got {t}")
         if w < 0 or not tau > 0:
@@ -386,9 +383,9 @@ class TarFlow(Flow):
             raise ConfigError("guidance of an unconditional TARFLOW contrasts the model with itself at attention "
                               "temperature attn_temp (the paper's eq. 11); set attn_temp != 1 (e.g. 0.3)")
         n = int(n)
-        labels = self._labels(opts.get("labels"), n, self.device, "cycle")
+        labels = self._labels(labels, n, self.device, "cycle")
         z = self.prior.sample((n, *self.latent_shape), generator, temperature=t, device=self.device, dtype=self._dtype())
-        x = self.transform.inverse(z, labels, guidance=w, attn_temp=tau, annealed=bool(opts.get("annealed_guidance", False)))
-        if opts.get("denoise", True) and self.noise_std > 0:
+        x = self.transform.inverse(z, labels, guidance=w, attn_temp=tau, annealed=bool(annealed_guidance))
+        if denoise and self.noise_std > 0:
             x = self.denoise(x, labels)
         return x.clamp(*self.data_range) if self.is_image else x
