@@ -90,7 +90,7 @@ def run(args) -> None:
             _fid_cell(f"rf1-euler-{k}", m1, real, test.spec, args.n, {"sampler": "euler", "steps": k, "precision": "bf16"},
                       {**base, "order": 100 + k, "model": "1-rectified flow", "sampler": "euler", "nfe": k})
     if "skip" in want:
-        from genzoo.models.diffusion.skip_tuning import search
+        from genzoo.pipelines.skip_tuning import search
 
         edm_dir = DM.train_model("edm", args.budget)
         me, _, _ = load_run(edm_dir)

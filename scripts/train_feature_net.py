@@ -1,16 +1,16 @@
 #!/usr/bin/env python
 """Train one of genzoo's feature networks (the "mnist" and "cifar10" extractors of FID/KID/precision-recall).
 
-``--data mnist`` (default): a small CNN classifier (:class:`genzoo.eval.features.MNISTFeatureNet`)
+``--data mnist`` (default): a small CNN classifier (:class:`genzoo.nn.feature_nets.MNISTFeatureNet`)
 trained on the 60k MNIST training images, inputs in [-1, 1] (x = 2k/255 - 1), with random shifts of
 up to +-2 pixels, and with a fraction of every batch binarised (x ~ Bernoulli(k/255) mapped to
 {-1, 1}) so that its features are meaningful for binary-MNIST models too. Seeded and deterministic
 on the CPU. Writes
 
-    src/genzoo/eval/assets/mnist_features.safetensors   (float32 weights, ~0.4 MB)
-    src/genzoo/eval/assets/mnist_features.json          (accuracy, size, command, sha256)
+    src/genzoo/nn/assets/mnist_features.safetensors   (float32 weights, ~0.4 MB)
+    src/genzoo/nn/assets/mnist_features.json          (accuracy, size, command, sha256)
 
-``--data cifar10 --data-root DIR``: a VGG-style classifier (:class:`genzoo.eval.features.CIFAR10FeatureNet`)
+``--data cifar10 --data-root DIR``: a VGG-style classifier (:class:`genzoo.nn.feature_nets.CIFAR10FeatureNet`)
 trained on the 50k CIFAR-10 training records found under DIR (the official binary archive, or a copy
 in its layout; the JSON says which), inputs in [-1, 1], with random 4-pixel reflect-padded crops and
 horizontal flips; bf16 autocast by default (``--precision fp32`` for full precision). Writes
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from genzoo.data.mnist import load_mnist_arrays
-from genzoo.eval.features import CIFAR10_WEIGHTS, MNIST_WEIGHTS, CIFAR10FeatureNet, MNISTFeatureNet
+from genzoo.nn.feature_nets import CIFAR10_WEIGHTS, MNIST_WEIGHTS, CIFAR10FeatureNet, MNISTFeatureNet
 
 
 def shift_batch(x: torch.Tensor, max_shift: int, g: torch.Generator) -> torch.Tensor:

@@ -301,7 +301,7 @@ def test_sample_bf16_precision_is_close_to_fp32():
 def test_sample_precision_auto_follows_the_hardware(monkeypatch):
     """precision=auto samples exactly as bf16 where bf16 is fast and exactly as fp32 where it is emulated
     (AVX2-only CPUs), the rule of train.precision=auto."""
-    import genzoo.train.trainer as T
+    import genzoo.core.precision as T
 
     m = tiny_image_model()
     base = m.sample(4, generator=gen(0), sampler="ddim", steps=5)
@@ -545,7 +545,8 @@ def test_cli_refuses_binary_data(capsys):
 
 
 def test_skip_schedule_and_search_on_a_tiny_unet():
-    from genzoo.models.diffusion.skip_tuning import search, skip_schedule
+    from genzoo.models.diffusion.skip_tuning import skip_schedule
+    from genzoo.pipelines.skip_tuning import search
 
     assert skip_schedule(3, 0.7) == pytest.approx([1.0, 0.85, 0.7])
     assert skip_schedule(1, 0.8) == [0.8]

@@ -162,7 +162,7 @@ def test_reflow_resumes_a_killed_run_and_refuses_other_pairs(tmp_path, monkeypat
     assert main([*args[:4], "8", *args[5:]]) == 2  # other pairs than the run was trained on
     assert main([*args, "--distill"]) == 2  # the killed run is a reflow, not a distillation
     pairs_mtime = (out / "pairs.safetensors").stat().st_mtime
-    import genzoo.train.trainer as T
+    import genzoo.core.precision as T
 
     monkeypatch.setattr(T, "cpu_has_fast_bf16", lambda: False)  # --precision auto is fp32 here: the fp32 pairs fit
     assert main([*args, "--precision", "auto"]) == 0

@@ -30,7 +30,7 @@ def test_chunks_follow_the_measured_default_and_batch_size():
 
 
 def test_draw_samples_runs_the_diffusion_family_under_auto(monkeypatch):
-    import genzoo.train.trainer as T
+    import genzoo.core.precision as T
 
     m = tiny_image_model()
     fp32 = m.sample(3, generator=gen(0), sampler="ddim", steps=4)  # model.sample itself stays fp32

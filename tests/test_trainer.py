@@ -226,7 +226,7 @@ def test_bf16_autocast_runs(tmp_path):
 
 def test_precision_auto_follows_the_hardware(monkeypatch):
     """auto = bf16 autocast only where it is fast; a gated PixelCNN trained 4.3x slower under bf16 than fp32 on an AVX2-only CPU (docs/conventions.md)."""
-    import genzoo.train.trainer as T
+    import genzoo.core.precision as T
     from genzoo.errors import ConfigError
 
     assert T.resolve_precision("fp32") == "fp32" and T.resolve_precision("bf16") == "bf16"
@@ -239,7 +239,7 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
 
 
 def test_precision_auto_trains_and_the_summary_says_which(tmp_path, monkeypatch):
-    import genzoo.train.trainer as T
+    import genzoo.core.precision as T
 
     monkeypatch.setattr(T, "cpu_has_fast_bf16", lambda: False)
     with warnings.catch_warnings(record=True) as caught:

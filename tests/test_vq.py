@@ -305,3 +305,26 @@ def test_prior_refuses_non_tokenizer_and_wrong_vocabulary(tokenizer_run, tmp_pat
     assert_one_line_error(code, capsys.readouterr().err, "512", "240")
     code = main(["train", "vq_prior", "data.name=digits", "--run-dir", str(tmp_path / "p3")])
     assert_one_line_error(code, capsys.readouterr().err, "tokenizer=RUN_DIR")
+
+
+def test_the_prior_receives_a_built_tokenizer(tokenizer_run):
+    """Issue 30 item 5: VQPrior takes a built tokenizer (a model never loads a run folder); genzoo.build and
+    genzoo train load ``tokenizer=RUN_DIR`` first (``run_folder_args``), the registry alone refuses a path."""
+    import genzoo
+    from genzoo.errors import ConfigError
+    from genzoo.models.vq import VQPrior
+    from genzoo.registry import build as registry_build
+    from genzoo.train.run import load_run
+
+    tok, _, spec = load_run(tokenizer_run)
+    prior = VQPrior(tok, dim=16, depth=1, heads=2)
+    assert prior.tokenizer is tok and prior.tokenizer_spec is None  # built in Python: no data spec to compare
+    assert prior.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, *tok.shape)
+    loaded = genzoo.build("vq_prior", tokenizer=str(tokenizer_run), dim=16, depth=1, heads=2)
+    assert loaded.tokenizer_spec == spec and not any(p.requires_grad for p in loaded.tokenizer.parameters())
+    mine, theirs = loaded.tokenizer.state_dict(), tok.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    with pytest.raises(ConfigError, match="VQPrior takes a built tokenizer"):
+        registry_build("vq_prior", tokenizer=str(tokenizer_run))
+    with pytest.raises(ConfigError, match="must be a VQVAE or VQGAN, got Linear"):
+        VQPrior(torch.nn.Linear(2, 2))

@@ -16,7 +16,7 @@ _LAZY = {
     "TrainContext": ("models.base", "TrainContext"),
     "DataNeeds": ("models.data_needs", "DataNeeds"),
     "Opt": ("models.data_needs", "Opt"),
-    "build": ("registry", "build"),
+    "build": ("train.run", "build_model"),
     "list_models": ("registry", "list_models"),
     "register": ("registry", "register"),
     "bits_per_dim": ("units", "bits_per_dim"),

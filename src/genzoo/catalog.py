@@ -26,7 +26,7 @@ def build_catalog() -> dict:
     for name, e in list_models().items():
         models[name] = {
             "family": e.family, "likelihood": e.cls.likelihood, "summary": e.summary, "paper": e.paper,
-            "arguments": {k: repr(v) for k, v in e.signature_defaults().items()},
+            "arguments": _arguments(e),
             "sample_options": list(e.cls.sample_options), "log_prob_options": list(e.cls.log_prob_options),
         }
     data = {}
@@ -34,6 +34,19 @@ def build_catalog() -> dict:
         data[name] = {"description": getattr(info, "description", ""),
                       "options": {k: repr(v) for k, v in getattr(info, "options", {}).items()}}
     return {"models": models, "datasets": data}
+
+
+def _arguments(e) -> dict:
+    """Each argument's default as its repr; a nested network section as one ``SECTION.FIELD`` entry per
+    field (the form ``model.SECTION.FIELD=VALUE`` takes on the command line)."""
+    out = {}
+    specs = e.network_specs()
+    for k, v in e.signature_defaults().items():
+        if k in specs:
+            out.update({f"{k}.{f}": repr(x) for f, x in v.items()})
+        else:
+            out[k] = repr(v)
+    return out
 
 
 def load_catalog() -> dict:

@@ -307,44 +307,14 @@ def cmd_reflow(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    import numpy as np
-
     from .config import parse_overrides
-    from .eval.runner import draw_samples, resolve_device
-    from .train.run import load_run
-    from .viz import save_samples
+    from .pipelines.sample import sample_run
 
-    if args.n <= 0:
-        raise ConfigError(f"--n must be positive, got {args.n}")
-    model, cfg, spec = load_run(args.run_dir, ema=not args.raw, device=resolve_device(args.device))
-    opts = dict(cfg.get("sample") or {})
-    opts.update(dict(parse_overrides(args.options)))
-    model.check_options(opts, model.sample_options)
-    x = draw_samples(model, args.n, batch_size=args.batch_size, seed=args.seed, progress=args.n > 500 and _bars(None), **opts)
-    out = Path(args.out) if args.out else Path(args.run_dir) / ("sample.txt" if spec.kind == "text" else "sample.png")
-    if out.suffix == ".txt":
-        if spec.kind != "text":
-            raise ConfigError("only text samples can be written as .txt; use --out FILE.png or .npy")
-        from .train.run import load_data
-
-        vocab = load_data(cfg["data"], "train").vocab
-        text = "\n\n-----\n\n".join("".join(vocab[int(i)] for i in row) for row in x.long())
-        out.write_text(text + "\n")
-        print(text)
-    elif out.suffix == ".npy":
-        np.save(out, x.numpy())
-    elif out.suffix == ".npz":
-        np.savez_compressed(out, samples=x.numpy())
-    elif out.suffix == ".png":
-        if spec.kind == "text":
-            raise ConfigError("text samples cannot be a PNG; use --out FILE.npy")
-        save_samples(x, out, spec)
-    else:
-        raise ConfigError(f"--out must end in .png, .npy, .npz or (text) .txt, got {out.name!r}")
-    from .eval.runner import sample_precision
-
-    print(f"wrote {args.n} samples ({model.loaded_from['weights']} weights, step {model.loaded_from['step']}, "
-          f"{sample_precision(model, opts, model.device)}) to {out}")
+    w = sample_run(args.run_dir, args.n, out=args.out, options=dict(parse_overrides(args.options)), ema=not args.raw,
+                   device=args.device, batch_size=args.batch_size, seed=args.seed, progress=args.n > 500 and _bars(None))
+    if w.text is not None:
+        print(w.text)
+    print(w.summary)
     return 0
 
 

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import yaml
 
+from .core.precision import PRECISIONS  # noqa: F401  (train.precision; "auto" resolved by core.precision)
 from .errors import ConfigError, did_you_mean
 from .registry import _coerce
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SECTIONS = ("model", "model_args", "data", "train", "sample", "eval")
-PRECISIONS = ("fp32", "bf16", "auto")  # train.precision; the trainer resolves "auto" (train/trainer.resolve_precision)
 
 
 @dataclass
@@ -165,7 +165,7 @@ def apply_overrides(cfg: dict, overrides: list[tuple[str, object]]) -> dict:
             continue
         homes = []
         if "model" in cfg:
-            if key in get_entry(cfg["model"]).signature_defaults():
+            if get_entry(cfg["model"]).accepts(key):
                 homes.append("model_args")
         if key in {f.name for f in dataclasses.fields(TrainConfig)}:
             homes.append("train")
@@ -298,8 +298,8 @@ def read_run_config_for_resume(run_dir, overrides: list[tuple[str, object]]) -> 
     means S more seconds of training from the checkpoint (stored as the new total, checkpoint
     time + S, so a later resume of the same run keeps that total). Without a time_budget
     override a budget-stopped run stays stopped and a killed one finishes its own budget."""
-    from .train.checkpoint import checkpoint_train_time, latest_checkpoint
-    from .train.run import read_run_config
+    from .core.checkpoint import checkpoint_train_time, latest_checkpoint
+    from .core.runfolder import read_run_config
 
     cfg = read_run_config(run_dir)
     for k, _ in overrides:

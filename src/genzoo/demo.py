@@ -32,7 +32,7 @@ def reconstruction_grid(model, data, spec, path, n: int = 32) -> Path | None:
 def run_demo(run_dir="runs/demo", overrides=()) -> dict:
     from .config import apply_overrides, load_recipe, parse_overrides
     from .eval.runner import evaluate_run
-    from .train.checkpoint import latest_checkpoint
+    from .core.checkpoint import latest_checkpoint
     from .train.run import load_data, load_run, train
 
     run_dir = Path(run_dir)

@@ -52,7 +52,7 @@ def _lr(step: int, frac: float) -> float:
 def train(run_dir: Path, budget_s: float, *, max_steps: int | None = None, ckpt_every_s: float = 300.0,
           seed: int = 0, log=print) -> dict:
     """Train for ``budget_s`` seconds of wall clock (or ``max_steps``); resumable. Returns the summary dict."""
-    from genzoo.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from genzoo.core.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from genzoo.train.ema import EMA
     from genzoo.train.run import load_data
     from genzoo.train.trainer import derive_seed
@@ -111,14 +111,14 @@ def train(run_dir: Path, budget_s: float, *, max_steps: int | None = None, ckpt_
                "images_per_s": round((step - start_step) * BATCH / max(wall, 1e-9), 1),
                "parameters": sum(p.numel() for p in unet.parameters())}
     if max_steps is None:  # a probe run is not a finished budgeted run
-        from genzoo.train.checkpoint import atomic_write_text
+        from genzoo.core.checkpoint import atomic_write_text
 
         atomic_write_text(summary_path, json.dumps(summary, indent=2))
     return summary
 
 
 def load_ema(run_dir: Path):
-    from genzoo.train.checkpoint import latest_checkpoint, load_checkpoint
+    from genzoo.core.checkpoint import latest_checkpoint, load_checkpoint
 
     unet = make_unet()
     unet.load_state_dict(load_checkpoint(latest_checkpoint(Path(run_dir)))["ema"])

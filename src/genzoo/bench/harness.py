@@ -35,7 +35,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import ConfigError
-from .tracks import PROTOCOL, Entry, Track, get_track
+from .tracks import PROTOCOL, Entry, Track, cell_paths, get_track  # noqa: F401  (cell_paths: public here too)
 
 CELL_FORMAT = "genzoo-bench-cell/1"
 
@@ -46,7 +46,7 @@ def machine_info() -> dict:
     bf16 speed differs several-fold), vector ISA, whether bf16 is fast, cores, torch threads, GPU, torch."""
     import torch
 
-    from ..train.trainer import cpu_has_fast_bf16
+    from ..core.precision import cpu_has_fast_bf16
 
     ids: dict = {}
     with contextlib.suppress(OSError):
@@ -89,13 +89,6 @@ def git_commit() -> str | None:
 # ----------------------------------------------------------------------------- cells
 def cell_id(track: Track, e: Entry, seed: int) -> str:
     return f"{track.name}/{e.name}-s{seed}"
-
-
-def cell_paths(out: Path, track: Track, e: Entry, seed: int) -> dict:
-    stem = f"{e.name}-s{seed}"
-    return {"cell": out / "cells" / track.name / f"{stem}.json", "grid": out / "cells" / track.name / f"{stem}.png",
-            "run": out / "runs" / track.name / stem, "fingerprint": out / "runs" / track.name / f"{stem}.fingerprint",
-            "log": out / "runs" / track.name / f"{stem}.log"}
 
 
 #: a two-stage cell's prior config holds this in model.tokenizer until its tokenizer's run folder exists
@@ -223,7 +216,7 @@ def run_cell(out: Path, track: Track, e: Entry, seed: int, budget: float, protoc
 
         rec = run_peer(out, track, e, seed, budget, protocol, progress=progress, log=log)
         return _finish(p, {**started, **rec}, track, e, seed, budget, protocol)
-    from ..train.checkpoint import latest_checkpoint
+    from ..core.checkpoint import latest_checkpoint
     from ..train.run import train
 
     cfg = cell_config(track, e, seed, budget)
@@ -276,7 +269,7 @@ def run_cell(out: Path, track: Track, e: Entry, seed: int, budget: float, protoc
 def _train_stage(run_dir: Path, cfg: dict, what: str, progress: bool, log) -> None:
     """Train a run folder to its budget, resuming a killed one and keeping a finished one."""
     from ..config import read_run_config_for_resume
-    from ..train.checkpoint import latest_checkpoint
+    from ..core.checkpoint import latest_checkpoint
     from ..train.run import train
 
     if (run_dir / "train_summary.json").is_file():

@@ -48,7 +48,7 @@ def _need(lib: str):
 
 
 def run_peer(out: Path, track, e, seed: int, budget: float, protocol: dict, *, progress=False, log=print) -> dict:
-    from .harness import cell_paths
+    from .tracks import cell_paths
 
     p = cell_paths(out, track, e, seed)
     fp = peer_fingerprint(track, e, seed, budget, protocol)
@@ -105,7 +105,7 @@ def _diffusers_ddpm(run_dir, grid, track, e, seed, budget, protocol, log=print) 
 def _zuko(run_dir, grid, track, e, seed, budget, protocol, log=print) -> dict:
     zuko = _need("zuko")
     from ..data.toys import TOY_LOG_PROB
-    from ..train.checkpoint import atomic_write_text
+    from ..core.checkpoint import atomic_write_text
     from ..train.run import load_data
     from ..viz import save_samples
 

@@ -32,6 +32,7 @@ subset of the test images) and why, from a timed probe: :mod:`genzoo.bench.harne
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 #: the sample-quality and likelihood protocol of every track (see the module docstring)
 PROTOCOL = {
@@ -159,7 +160,8 @@ GREY = Track(
     "bits/dim",
 )
 
-NANOGPT_CPU = ("model.dim=128", "model.depth=4", "model.heads=4", "model.pos=learned", "data.block_size=64",
+NANOGPT_CPU = ("model.transformer.dim=128", "model.transformer.depth=4", "model.transformer.heads=4",
+               "model.transformer.pos=learned", "data.block_size=64",
                "train.batch_size=12", "train.lr=1.0e-3", "train.min_lr_ratio=0.1", "train.warmup_steps=100",
                "train.betas=[0.9,0.99]", "train.weight_decay=0.1", "train.grad_clip=1.0", "sample.length=63")
 TEXT = Track(
@@ -332,3 +334,11 @@ def _model_of(e: Entry, recipe: str | None = None) -> str:
     from ..config import load_recipe
 
     return load_recipe(recipe or e.recipe)["model"]
+
+
+def cell_paths(out: Path, track: Track, e: Entry, seed: int) -> dict:
+    """Where a cell's files go under the leaderboard folder ``out``: its record, grid, run folder, fingerprint, log."""
+    stem = f"{e.name}-s{seed}"
+    return {"cell": out / "cells" / track.name / f"{stem}.json", "grid": out / "cells" / track.name / f"{stem}.png",
+            "run": out / "runs" / track.name / stem, "fingerprint": out / "runs" / track.name / f"{stem}.fingerprint",
+            "log": out / "runs" / track.name / f"{stem}.log"}

@@ -46,7 +46,7 @@ import torch
 
 from ..errors import ConfigError, did_you_mean
 from ..metric_registry import check_metrics, metric_names
-from ..train.checkpoint import atomic_write_text
+from ..core.checkpoint import atomic_write_text
 from ..devices import resolve_device  # noqa: F401  (re-exported: genzoo.eval.runner.resolve_device)
 from ..train.run import load_data, load_run
 
@@ -73,7 +73,7 @@ def sample_precision(model, opts: dict, device) -> str:
     that take one (the diffusion family: "auto" by default), else "fp32"."""
     if "precision" not in getattr(model, "sample_options", ()):
         return "fp32"
-    from ..train.trainer import resolve_precision
+    from ..core.precision import resolve_precision
 
     return resolve_precision(str(opts.get("precision", "auto")), torch.device(device).type)  # draw_samples' default
 
@@ -199,11 +199,11 @@ class Evaluation:
 
 @contextlib.contextmanager
 def writer_lock(run_dir, out=None):
-    """Hold the run folder's one-writer lock (see genzoo.train.runfolder) while an evaluation
+    """Hold the run folder's one-writer lock (see genzoo.core.runfolder) while an evaluation
     that writes into it runs, so it cannot interleave with a training or another eval there.
     An evaluation written elsewhere (``out`` outside the folder) takes no lock; a read-only
     folder (where no lock file can be made) is evaluated without one: nothing can be written there."""
-    from ..train.runfolder import run_lock
+    from ..core.runfolder import run_lock
 
     run_dir = Path(run_dir)
     target = Path(out) if out else run_dir / "metrics.json"

@@ -39,6 +39,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..core.checkpoint import _retired, retired_keys  # noqa: F401  (retired_keys: public here too)
 from ..errors import ConfigError, did_you_mean
 from .data_needs import DataNeeds, check_data_needs
 
@@ -89,18 +90,6 @@ _OPTION_METHODS = (("sample", "sample_options", "sample_forwarded_options", {"ge
 @functools.cache
 def _loss_takes_context(cls) -> bool:
     return "ctx" in inspect.signature(cls.loss).parameters
-
-
-def _retired(model, name: str) -> bool:
-    return any(name == r or (r.endswith(".") and name.startswith(r)) for r in model.retired_state)
-
-
-def retired_keys(model: nn.Module, keys) -> set[str]:
-    """The entries of ``keys`` (state-dict names for ``model``) that a :class:`GenerativeModel`
-    inside it lists in ``retired_state``: saved by an earlier version, dropped on loading."""
-    owners = [(name + "." if name else "", m) for name, m in model.named_modules()
-              if isinstance(m, GenerativeModel) and m.retired_state]
-    return {k for k in keys for p, m in owners if k.startswith(p) and _retired(m, k[len(p):])}
 
 
 class GenerativeModel(nn.Module):

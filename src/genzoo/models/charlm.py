@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
-from ..nn.transformer import ATTENTIONS, NORMS, POSITIONS, KVCache, Transformer, sample_logits
+from ..nn.transformer import KVCache, TransformerConfig, sample_logits
 from ..registry import register
 from .base import GenerativeModel
 from .data_needs import DataNeeds, Opt
@@ -47,30 +47,28 @@ class CharLM(GenerativeModel):
     likelihood = "exact"
     discrete_likelihood = True
 
-    def __init__(self, vocab_size: int = 65, shape=(256,), dim: int = 128, depth: int = 4, heads: int = 4,
-                 pos: str = "rope", rope_pairing: str = "interleaved", rope_base: float = 10000.0,
-                 attention: str = "softmax", logn_len: int = 0, relative_distance: int = 0, vq_codes: int = 64,
-                 vq_block: int = 64, mixer: str = "attention", ssm_state: int = 0, mlp_linear: str = "dense",
-                 norm: str = "layernorm", mlp_ratio: float = 4.0, dropout: float = 0.0, max_len: int = 0):
-        """vocab_size and shape (block_size,) come from the data; max_len: the longest sequence
-        the model may see (0 = the block size for pos="learned", 8192 otherwise, so that
-        evaluation at longer contexts works for the relative / rotary encodings); the other
-        arguments are :class:`~genzoo.nn.transformer.Transformer`'s (pos, attention, logn_len, ...)."""
+    #: the Transformer's settings are one nested section, ``model.transformer: {dim: 128, pos: rope, ...}``
+    #: (:class:`~genzoo.nn.transformer.TransformerConfig`; the flat ``model.dim=...`` of earlier configs still works)
+    network_specs = {"transformer": TransformerConfig}
+
+    def __init__(self, vocab_size: int = 65, shape=(256,), transformer: TransformerConfig | dict = TransformerConfig(),
+                 max_len: int = 0):
+        """vocab_size and shape (block_size,) come from the data; transformer: the network's settings
+        (:class:`~genzoo.nn.transformer.TransformerConfig`: dim, depth, heads, pos, attention, logn_len, ...);
+        max_len: the longest sequence the model may see (0 = the block size for pos="learned", 8192
+        otherwise, so that evaluation at longer contexts works for the relative / rotary encodings)."""
         super().__init__()
-        for name, value, valid in (("pos", pos, POSITIONS), ("attention", attention, ATTENTIONS), ("norm", norm, NORMS)):
-            if value not in valid:
-                raise ConfigError(f"unknown charlm {name} {value!r}; valid: {', '.join(valid)}")
-        if pos in ("rope2d", "rope-tie"):
-            raise ConfigError(f"charlm is a 1-D sequence model; use pos=rope ({pos} is for image grids / text-image mixes)")
+        try:
+            t = TransformerConfig.of(transformer)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"charlm: {e}") from e
+        if t.pos in ("rope2d", "rope-tie"):
+            raise ConfigError(f"charlm is a 1-D sequence model; use pos=rope ({t.pos} is for image grids / text-image mixes)")
         self.shape = (int(shape[0]),)
         self.vocab_size = int(vocab_size)
-        max_len = int(max_len) or (self.shape[0] if pos == "learned" else 8192)
+        max_len = int(max_len) or (self.shape[0] if t.pos == "learned" else 8192)
         try:
-            self.net = Transformer(dim, depth, heads, vocab_size=vocab_size + 1, out_dim=vocab_size, causal=True,
-                                   max_len=max_len, pos=pos, rope_base=rope_base, rope_pairing=rope_pairing,
-                                   attention=attention, logn_len=logn_len, relative_distance=relative_distance,
-                                   vq_codes=vq_codes, vq_block=vq_block, mixer=mixer, ssm_state=ssm_state,
-                                   mlp_linear=mlp_linear, norm=norm, mlp_ratio=mlp_ratio, dropout=dropout)
+            self.net = t.build(vocab_size=vocab_size + 1, out_dim=vocab_size, causal=True, max_len=max_len)
         except ValueError as e:
             raise ConfigError(str(e)) from e
         self.bos = vocab_size

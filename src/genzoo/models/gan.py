@@ -490,13 +490,10 @@ class GAN(_CriticGAN):
     Logged: d_real, d_fake = mean sigmoid(T) on real / generated examples.
     """
 
-    def __init__(self, shape: tuple = (1, 28, 28), latent_dim: int = 64, arch: str = "auto", channels: int = 64,
-                 hidden: int = 256, depth: int = 2, g_batchnorm: bool = True, spectral_norm: bool = False,
-                 value_range: tuple = (-1.0, 1.0), d_steps: int = 1, gen_loss: str = "non_saturating"):
+    def __init__(self, gen_loss: str = "non_saturating", **kw):
         if gen_loss not in ("non_saturating", "minimax"):
             raise ConfigError(f"unknown GAN gen_loss {gen_loss!r}; valid: non_saturating, minimax")
-        super().__init__(shape=shape, latent_dim=latent_dim, arch=arch, channels=channels, hidden=hidden, depth=depth,
-                         g_batchnorm=g_batchnorm, spectral_norm=spectral_norm, value_range=value_range, d_steps=d_steps)
+        super().__init__(**kw)
         self.gen_loss = gen_loss
 
     def discriminator_loss(self, x, z):
@@ -526,13 +523,10 @@ class WGAN(_CriticGAN):
     Logged: w1 = E[T(x_r)] - E[T(x_f)], the critic's estimate of K * W1 (K the Lipschitz constant the clipping implies).
     """
 
-    def __init__(self, shape: tuple = (1, 28, 28), latent_dim: int = 64, arch: str = "auto", channels: int = 64,
-                 hidden: int = 256, depth: int = 2, g_batchnorm: bool = True, spectral_norm: bool = False,
-                 value_range: tuple = (-1.0, 1.0), d_steps: int = 5, clip: float = 0.01):
+    def __init__(self, d_steps: int = 5, clip: float = 0.01, **kw):
         if not clip > 0:
             raise ConfigError(f"WGAN clip must be > 0, got {clip}")
-        super().__init__(shape=shape, latent_dim=latent_dim, arch=arch, channels=channels, hidden=hidden, depth=depth,
-                         g_batchnorm=g_batchnorm, spectral_norm=spectral_norm, value_range=value_range, d_steps=d_steps)
+        super().__init__(d_steps=d_steps, **kw)
         self.clip = float(clip)
         self.clip_critic()  # the critic starts inside the box (its first forward pass is clipped)
 
@@ -568,13 +562,10 @@ class WGANGP(_CriticGAN):
     Logged: w1 = E[T(x_r)] - E[T(x_f)] (the Wasserstein-1 estimate), gp = the penalty.
     """
 
-    def __init__(self, shape: tuple = (1, 28, 28), latent_dim: int = 64, arch: str = "auto", channels: int = 64,
-                 hidden: int = 256, depth: int = 2, g_batchnorm: bool = True, spectral_norm: bool = False,
-                 value_range: tuple = (-1.0, 1.0), d_steps: int = 5, gp_weight: float = 10.0):
+    def __init__(self, d_steps: int = 5, gp_weight: float = 10.0, **kw):
         if gp_weight < 0:
             raise ConfigError(f"WGAN-GP gp_weight must be >= 0, got {gp_weight}")
-        super().__init__(shape=shape, latent_dim=latent_dim, arch=arch, channels=channels, hidden=hidden, depth=depth,
-                         g_batchnorm=g_batchnorm, spectral_norm=spectral_norm, value_range=value_range, d_steps=d_steps)
+        super().__init__(d_steps=d_steps, **kw)
         self.gp_weight = float(gp_weight)
 
     def discriminator_loss(self, x, z):
@@ -602,15 +593,12 @@ class GANQP(_CriticGAN):
     Logged: d_mean = E[D] (what the generator minimises), qp_div = -critic loss (the divergence estimate).
     """
 
-    def __init__(self, shape: tuple = (1, 28, 28), latent_dim: int = 64, arch: str = "auto", channels: int = 64,
-                 hidden: int = 256, depth: int = 2, g_batchnorm: bool = True, spectral_norm: bool = False,
-                 value_range: tuple = (-1.0, 1.0), d_steps: int = 2, lam: float = 10.0, qp_norm: str = "l2"):
+    def __init__(self, d_steps: int = 2, lam: float = 10.0, qp_norm: str = "l2", **kw):
         if qp_norm not in QP_NORMS:
             raise ConfigError(f"unknown GAN-QP qp_norm {qp_norm!r}; valid: {', '.join(QP_NORMS)}")
         if not lam > 0:
             raise ConfigError(f"GAN-QP lam must be > 0, got {lam}")
-        super().__init__(shape=shape, latent_dim=latent_dim, arch=arch, channels=channels, hidden=hidden, depth=depth,
-                         g_batchnorm=g_batchnorm, spectral_norm=spectral_norm, value_range=value_range, d_steps=d_steps)
+        super().__init__(d_steps=d_steps, **kw)
         self.lam, self.qp_norm = float(lam), qp_norm
 
     def discriminator_loss(self, x, z):
@@ -680,13 +668,10 @@ class BiGAN(_JointModel):
     Logged: d_real, d_fake = mean sigmoid(T) on (x, E(x)) and (G(z), z).
     """
 
-    def __init__(self, shape: tuple = (1, 28, 28), latent_dim: int = 64, arch: str = "auto", channels: int = 64,
-                 hidden: int = 256, depth: int = 2, g_batchnorm: bool = True, spectral_norm: bool = False,
-                 value_range: tuple = (-1.0, 1.0), d_steps: int = 1, gen_loss: str = "non_saturating"):
+    def __init__(self, gen_loss: str = "non_saturating", **kw):
         if gen_loss not in ("non_saturating", "minimax"):
             raise ConfigError(f"unknown BiGAN gen_loss {gen_loss!r}; valid: non_saturating, minimax")
-        super().__init__(shape=shape, latent_dim=latent_dim, arch=arch, channels=channels, hidden=hidden, depth=depth,
-                         g_batchnorm=g_batchnorm, spectral_norm=spectral_norm, value_range=value_range, d_steps=d_steps)
+        super().__init__(**kw)
         self.gen_loss = gen_loss
         self._build_encoder_and_joint()
 
@@ -718,16 +703,13 @@ class BiGANQP(_JointModel):
     Logged: qp_div = -discriminator loss; d_mean; rec_x, rec_z (the unweighted mean squared errors).
     """
 
-    def __init__(self, shape: tuple = (1, 28, 28), latent_dim: int = 64, arch: str = "auto", channels: int = 64,
-                 hidden: int = 256, depth: int = 2, g_batchnorm: bool = True, spectral_norm: bool = False,
-                 value_range: tuple = (-1.0, 1.0), d_steps: int = 2, lam: float = 10.0, qp_norm: str = "l1",
-                 rec_x: float = 3.0, rec_z: float = 2.0):
+    def __init__(self, d_steps: int = 2, lam: float = 10.0, qp_norm: str = "l1", rec_x: float = 3.0, rec_z: float = 2.0,
+                 **kw):
         if qp_norm not in QP_NORMS:
             raise ConfigError(f"unknown BiGAN-QP qp_norm {qp_norm!r}; valid: {', '.join(QP_NORMS)}")
         if not lam > 0 or rec_x < 0 or rec_z < 0:
             raise ConfigError(f"BiGAN-QP needs lam > 0 and rec_x, rec_z >= 0, got lam={lam}, rec_x={rec_x}, rec_z={rec_z}")
-        super().__init__(shape=shape, latent_dim=latent_dim, arch=arch, channels=channels, hidden=hidden, depth=depth,
-                         g_batchnorm=g_batchnorm, spectral_norm=spectral_norm, value_range=value_range, d_steps=d_steps)
+        super().__init__(d_steps=d_steps, **kw)
         self.lam, self.qp_norm, self.rec_x, self.rec_z = float(lam), qp_norm, float(rec_x), float(rec_z)
         self._build_encoder_and_joint()
 
@@ -764,17 +746,14 @@ class OGAN(_EncoderMixin, AdversarialModel):
     Logged: z_corr = mean rho(z, E(G(z))); d_mean = E[T(x_r) - T(x_f)].
     """
 
-    def __init__(self, shape: tuple = (1, 28, 28), latent_dim: int = 64, arch: str = "auto", channels: int = 64,
-                 hidden: int = 256, depth: int = 2, g_batchnorm: bool = True, spectral_norm: bool = False,
-                 value_range: tuple = (-1.0, 1.0), d_steps: int = 1, objective: str = "qp", corr_weight: float = 0.5):
+    def __init__(self, objective: str = "qp", corr_weight: float = 0.5, **kw):
         if objective not in ("qp", "gan"):
             raise ConfigError(f"unknown O-GAN objective {objective!r}; valid: qp, gan")
         if corr_weight < 0:
             raise ConfigError(f"O-GAN corr_weight must be >= 0, got {corr_weight}")
-        if int(latent_dim) < 2:
-            raise ConfigError(f"O-GAN needs latent_dim >= 2 (a correlation across coordinates), got {latent_dim}")
-        super().__init__(shape=shape, latent_dim=latent_dim, arch=arch, channels=channels, hidden=hidden, depth=depth,
-                         g_batchnorm=g_batchnorm, spectral_norm=spectral_norm, value_range=value_range, d_steps=d_steps)
+        super().__init__(**kw)
+        if self.latent_dim < 2:
+            raise ConfigError(f"O-GAN needs latent_dim >= 2 (a correlation across coordinates), got {self.latent_dim}")
         self.objective, self.corr_weight = objective, float(corr_weight)
         self.encoder = self._features(self.latent_dim)  # the discriminator itself
 

@@ -28,7 +28,7 @@ Papers and the equations implemented
   autoencoder steps and lambda is multiplied by ``disc_weight`` (0.8 in their configs).
   L_rec is the L1 error plus a perceptual loss. The paper's perceptual loss is LPIPS on VGG
   features; genzoo has no ImageNet network offline, so it uses the same construction on the
-  conv stages of genzoo's shipped feature networks (:mod:`genzoo.eval.features`: the MNIST net for
+  conv stages of genzoo's shipped feature networks (:mod:`genzoo.nn.feature_nets`: the MNIST net for
   (1, 28, 28) images, the CIFAR-10 net for (3, 32, 32)): features unit-normalised over channels,
   squared differences averaged over space and summed over the three stages, without LPIPS's
   learned channel weights. Other shapes need ``perceptual_weight=0``.
@@ -297,7 +297,7 @@ class VQGAN(VQVAE):
     def _feature_net(self, device):
         key = str(device)
         if key not in self._percep:
-            from ..eval.features import load_feature_net
+            from ..nn.feature_nets import load_feature_net
 
             net = load_feature_net(PERCEPTUAL_NETS[tuple(self.shape)])
             self._percep[key] = copy.deepcopy(net).to(device).eval().requires_grad_(False)
@@ -368,8 +368,9 @@ class VQPrior(GenerativeModel):
     """An autoregressive prior over the code grid of a trained tokenizer (a ``vqvae`` or ``vqgan`` run).
 
     Args:
-        tokenizer: the tokenizer's run folder (required; its newest checkpoint is loaded, EMA weights
-            when kept, and frozen; the prior's checkpoints keep a copy of its weights).
+        tokenizer: the trained tokenizer (required; frozen; the prior's checkpoints keep a copy of its
+            weights). In a config or ``genzoo.build`` it is the tokenizer's run folder, whose newest
+            checkpoint (EMA weights when kept) is loaded (``run_folder_args``).
         vocab_size: 0 = the tokenizer's codebook size; any other value must equal it.
         dim, depth, heads, pos, mlp_ratio, dropout: the Transformer (pos "rope2d" over the code grid).
 
@@ -379,29 +380,30 @@ class VQPrior(GenerativeModel):
 
     likelihood = "none"
 
-    def __init__(self, tokenizer: str = "", vocab_size: int = 0, dim: int = 128, depth: int = 4, heads: int = 4,
-                 pos: str = "rope2d", mlp_ratio: float = 4.0, dropout: float = 0.0):
+    #: arguments that name a run folder: ``genzoo.build`` / ``genzoo train`` load it (checking its model is a
+    #: VQVAE) and pass the built model, its DataSpec as ``.data_spec``
+    run_folder_args = {"tokenizer": (VQVAE, "a tokenizer: give the run folder of a vqvae or vqgan")}
+
+    def __init__(self, tokenizer: VQVAE | None = None, vocab_size: int = 0, dim: int = 128, depth: int = 4,
+                 heads: int = 4, pos: str = "rope2d", mlp_ratio: float = 4.0, dropout: float = 0.0):
         super().__init__()
-        if not tokenizer:
+        if tokenizer is None or (isinstance(tokenizer, (str, Path)) and not str(tokenizer)):
             raise ConfigError("vq_prior needs model.tokenizer=RUN_DIR, the run folder of a trained vqvae or vqgan "
                               "(`genzoo train vqvae`)")
+        if isinstance(tokenizer, (str, Path)):
+            raise ConfigError(f"VQPrior takes a built tokenizer; genzoo.build('vq_prior', tokenizer={str(tokenizer)!r}) "
+                              "and genzoo train load it from the run folder")
+        if not isinstance(tokenizer, VQVAE):
+            raise ConfigError(f"VQPrior's tokenizer must be a VQVAE or VQGAN, got {type(tokenizer).__name__}")
         if pos not in POSITIONS:
             raise ConfigError(f"unknown pos {pos!r}; valid: {', '.join(POSITIONS)}")
         if pos == "rope-tie":
             raise ConfigError("pos='rope-tie' is for sequences that mix text and image patches; use rope2d (or rope) here")
-        from ..train.run import load_run, read_run_config
-
-        from ..registry import get_entry
-
-        cfg = read_run_config(Path(tokenizer))
-        if not issubclass(get_entry(cfg.get("model")).cls, VQVAE):
-            raise ConfigError(f"{tokenizer} is a {cfg.get('model')!r} run, not a tokenizer; give the run folder of a "
-                              "vqvae or vqgan")
-        tok, _, spec = load_run(tokenizer)
+        tok, spec = tokenizer, getattr(tokenizer, "data_spec", None)
         K = int(tok.codebook_size)
         if int(vocab_size) and int(vocab_size) != K:
             raise ConfigError(f"the prior's vocabulary (vocab_size={int(vocab_size)}) differs from the codebook size of "
-                              f"tokenizer {tokenizer} ({K} codes); set model.vocab_size={K} or 0")
+                              f"its tokenizer ({K} codes); set model.vocab_size={K} or 0")
         self.tokenizer = tok.requires_grad_(False).eval()
         self.tokenizer_spec = spec
         self.shape, self.grid, self.K = tok.shape, tok.grid, K
@@ -421,6 +423,8 @@ class VQPrior(GenerativeModel):
     def check_data(self, spec) -> None:
         super().check_data(spec)
         t = self.tokenizer_spec
+        if t is None:  # a tokenizer built in Python, not loaded from a run: nothing to compare with
+            return
         mine = (t.discrete, tuple(t.value_range or ()), t.dequantization)
         theirs = (spec.discrete, tuple(spec.value_range or ()), spec.dequantization)
         if mine != theirs:

@@ -34,6 +34,7 @@ token ids when the Transformer was built with ``vocab_size`` (else (B, T, in_dim
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -127,6 +128,67 @@ class Block(nn.Module):
         else:  # only softmax attention takes a temperature (checked by Transformer.forward)
             x = x + self.attn(h, positions, index, state, temperature=attn_temp)
         return x + self.mlp(self.norm2(x))
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """The Transformer's switches that a model leaves to its user, written in a config as one nested
+    section (``model.transformer: {dim: 128, depth: 4, pos: rope}``; ``model.transformer.dim=256`` on the
+    command line). The arguments the data fixes (vocab / input / output sizes, causal, max_len, the
+    grid, classes) stay the model's. Validated by its own fields here, before a network is built:
+    a ValueError names the bad field."""
+
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    pos: str = "rope"
+    rope_base: float = 10000.0
+    rope_pairing: str = "interleaved"
+    attention: str = "softmax"
+    logn_len: int = 0
+    relative_distance: int = 0
+    vq_codes: int = 64
+    vq_block: int = 64
+    mixer: str = "attention"
+    ssm_state: int = 0
+    mlp_linear: str = "dense"
+    norm: str = "layernorm"
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        for name, valid in (("pos", POSITIONS), ("attention", ATTENTIONS), ("norm", NORMS), ("rope_pairing", PAIRINGS),
+                            ("mixer", MIXERS), ("mlp_linear", LINEARS)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"unknown Transformer {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
+        for name in ("dim", "depth", "heads"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"Transformer {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("logn_len", "relative_distance", "ssm_state"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"Transformer {name} must be >= 0, got {getattr(self, name)}")
+        if not float(self.mlp_ratio) > 0 or not 0.0 <= float(self.dropout) <= 1.0:
+            raise ValueError(f"Transformer needs mlp_ratio > 0 and 0 <= dropout <= 1, got {self.mlp_ratio}, {self.dropout}")
+
+    @classmethod
+    def of(cls, value: "TransformerConfig | dict | None") -> "TransformerConfig":
+        """``value`` as a config: a config itself, a dict of some fields (the rest default), or None."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            names = {f.name for f in dataclasses.fields(cls)}
+            unknown = [k for k in value if k not in names]
+            if unknown:
+                raise ValueError(f"unknown Transformer setting {unknown[0]!r}; valid: {', '.join(sorted(names))}")
+            return cls(**value)
+        raise TypeError(f"a Transformer config is a TransformerConfig or a dict, got {type(value).__name__}")
+
+    def build(self, **data_bound) -> "Transformer":
+        """The :class:`Transformer` of these settings and the model's data-bound arguments (vocab_size or
+        in_dim, out_dim, causal, max_len, grid, num_classes, ...)."""
+        return Transformer(**dataclasses.asdict(self), **data_bound)
 
 
 class Transformer(nn.Module):

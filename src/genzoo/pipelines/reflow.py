@@ -25,7 +25,7 @@ def reflow(run_dir, *, pairs: int = 50000, ode_steps: int = 100, sampler: str = 
     (RUN_DIR-distill). A killed run resumes; a finished one is refused. Returns the report written to
     OUT/reflow.json (straightness, or the one-step error, before and after)."""
     from ..train.run import load_run
-    from ..train.trainer import resolve_precision
+    from ..core.precision import resolve_precision
 
     args = SimpleNamespace(pairs=int(pairs), ode_steps=int(ode_steps), sampler=sampler, precision=precision, out=out,
                            distill=bool(distill), fresh=bool(fresh), overrides=list(overrides), no_progress=no_progress)
@@ -43,7 +43,7 @@ def reflow(run_dir, *, pairs: int = 50000, ode_steps: int = 100, sampler: str = 
         raise ConfigError("--pairs and --ode-steps must be positive")
     coupling = "distill" if args.distill else "paired"
     out = Path(args.out) if args.out else src.parent / (src.name + ("-distill" if args.distill else "-reflow"))
-    from ..train.runfolder import check_not_foreign, run_lock
+    from ..core.runfolder import check_not_foreign, run_lock
 
     check_not_foreign(out)
     with run_lock(out, "genzoo reflow"):  # one writer: the pairs and the new run
@@ -53,7 +53,7 @@ def reflow(run_dir, *, pairs: int = 50000, ode_steps: int = 100, sampler: str = 
 def _reflow_into(args, src, out, model, cfg, spec, precision, coupling, progress) -> dict:
     from ..config import apply_overrides, parse_overrides, read_run_config_for_resume
     from ..models.diffusion.reflow import generate_pairs, load_pairs, one_step_error, save_pairs, straightness
-    from ..train.checkpoint import atomic_write_text
+    from ..core.checkpoint import atomic_write_text
     from ..train.run import load_run, train
 
     resuming = (out / "checkpoints").is_dir()

@@ -18,9 +18,10 @@ import yaml
 
 from .. import __version__
 from ..config import dump, resolve, train_config
+from ..core.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, load_model_state
+from ..core.runfolder import read_run_config, read_run_info  # noqa: F401  (re-exported: genzoo.train.run.read_run_config)
 from ..errors import CheckpointError, ConfigError, DataError
-from ..registry import build, get_entry
-from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, load_model_state
+from ..registry import construct, get_entry, resolve_args
 
 #: constructor arguments that are taken from the data set when the recipe leaves them out
 DATA_LINKED_ARGS = {"shape": lambda s: list(s.shape), "vocab_size": lambda s: s.vocab_size}
@@ -63,7 +64,7 @@ def prepare(raw_cfg: dict):
     cfg = resolve(link_data_args(raw_cfg, train_data.spec))
     tc = train_config(cfg)
     torch.manual_seed(tc.seed)  # identical initial weights on every process
-    model = build(cfg["model"], **cfg["model_args"])
+    model = build_model(cfg["model"], **cfg["model_args"])
     model.check_data(train_data.spec)
     return cfg, train_data, valid_data, model
 
@@ -76,8 +77,8 @@ def train(raw_cfg: dict, run_dir: Path | None = None, resume: bool = False, over
     import contextlib
     import os
 
-    from .checkpoint import latest_checkpoint
-    from .runfolder import check_not_foreign, check_run_dir, run_lock
+    from ..core.checkpoint import latest_checkpoint
+    from ..core.runfolder import check_not_foreign, check_run_dir, run_lock
     from .trainer import Trainer
 
     cfg, train_data, valid_data, model = prepare(raw_cfg)
@@ -146,38 +147,23 @@ def _init_weights(model, source: str) -> None:
     load_model_state(model, ck["ema"] if ck["ema"] is not None else ck["model"], str(path))
 
 
-def read_run_config(run_dir: Path) -> dict:
-    """RUN/config.yaml as a dict; a missing, empty or corrupt file is a ConfigError naming it."""
-    p = Path(run_dir) / "config.yaml"
-    if not Path(run_dir).is_dir():
-        raise ConfigError(f"run folder {run_dir} does not exist; give a folder made by `genzoo train`")
-    if not p.is_file():
-        raise ConfigError(f"{run_dir} is not a genzoo run folder (no config.yaml)")
-    try:
-        cfg = yaml.safe_load(p.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as e:
-        raise ConfigError(f"{p} is corrupt ({' '.join(str(e).split())[:120]}); restore the file or "
-                          "start a new run") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), str) or not isinstance(cfg.get("model_args", {}), dict) \
-            or not isinstance(cfg.get("data"), dict):
-        raise ConfigError(f"{p} is empty or not a genzoo run config (it needs model, model_args and data sections); "
-                          "restore the file or start a new run")
-    return cfg
-
-
-def read_run_info(run_dir: Path) -> dict:
-    """RUN/run.json as a dict (its data_spec checked); a missing or corrupt file is a ConfigError naming it."""
-    p = Path(run_dir) / "run.json"
-    if not p.is_file():
-        raise ConfigError(f"{run_dir} has no run.json; it was not written by `genzoo train`")
-    try:
-        info = json.loads(p.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p} is corrupt ({' '.join(str(e).split())[:120]}); restore it or start a new run") from None
-    sd = info.get("data_spec") if isinstance(info, dict) else None
-    if not isinstance(sd, dict) or not isinstance(sd.get("shape"), list) or "value_range" not in sd:
-        raise ConfigError(f"{p} is empty or holds no valid data_spec; restore it or start a new run")
-    return info
+def build_model(name: str, **overrides):
+    """Build a registered model (:func:`genzoo.registry.build`), first loading each argument the class
+    lists in ``run_folder_args`` that is given as a run folder: the run's model (EMA weights when kept,
+    in eval mode, its :class:`~genzoo.data.DataSpec` as ``.data_spec``) is what the constructor receives,
+    e.g. ``vq_prior``'s ``tokenizer=RUN_DIR``. ``genzoo.build`` is this function."""
+    entry = get_entry(name)
+    args = resolve_args(name, overrides)
+    for arg, (cls, what) in getattr(entry.cls, "run_folder_args", {}).items():
+        value = args.get(arg)
+        if isinstance(value, (str, Path)) and str(value):
+            run = read_run_config(Path(value))
+            if not issubclass(get_entry(run["model"]).cls, cls):
+                raise ConfigError(f"{value} is a {run['model']!r} run, not {what}")
+            built, _, spec = load_run(value)
+            built.data_spec = spec
+            args[arg] = built
+    return construct(name, args, overrides)
 
 
 def load_run(run_dir, *, ema: bool = True, best: bool = True, device: str | torch.device = "cpu"):
@@ -202,7 +188,7 @@ def load_run(run_dir, *, ema: bool = True, best: bool = True, device: str | torc
         raise ConfigError(f"{run_dir / 'run.json'} holds a data_spec this genzoo cannot read ({e}); "
                           "restore the file or start a new run") from None
     try:
-        model = build(cfg["model"], **cfg["model_args"])
+        model = build_model(cfg["model"], **cfg["model_args"])
     except (TypeError, ValueError) as e:
         if isinstance(e, ConfigError):
             raise

@@ -37,10 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import PRECISIONS
+from ..core.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, load_model_state, save_checkpoint
+from ..core import precision as _precision
+from ..core.precision import PRECISIONS, cpu_has_fast_bf16, resolve_precision  # noqa: F401  (re-exported here)
 from ..errors import ConfigError, DataError, Interrupted, TrainingDiverged
 from ..models.base import TrainContext
-from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, load_model_state, save_checkpoint
 from .ema import EMA
 
 
@@ -118,31 +119,6 @@ def make_optimizer(name: str, params, lr: float, betas, weight_decay: float) -> 
         return torch.optim.SGD(params, lr=lr, momentum=betas[0], weight_decay=weight_decay)
     raise AssertionError(name)  # pragma: no cover - OPTIMIZERS lists every branch
 
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU runs bfloat16 autocast fast: oneDNN's bf16 kernels need AVX-512 (native with AVX512-BF16 or
-    AMX); on AVX2-only CPUs (most laptops, AMD Zen 1-3) torch emulates bf16 and autocast is several times slower than
-    float32."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def resolve_precision(precision: str, device: str | None = None) -> str:
-    """The precision a run trains in: ``"fp32"`` or ``"bf16"`` as given; ``"auto"`` is bf16 autocast where it is
-    fast (a CUDA GPU with bf16, or a CPU with AVX-512 / AMX, see :func:`cpu_has_fast_bf16`) and fp32 elsewhere.
-
-    Args:
-        precision: "fp32" | "bf16" | "auto" (``train.precision``).
-        device: "cuda" or "cpu"; None = CUDA when a GPU is visible, else CPU.
-    """
-    if precision in ("fp32", "bf16"):
-        return precision
-    if precision not in PRECISIONS:
-        raise ConfigError(f"bad value for train.precision: {precision!r}; valid: {', '.join(PRECISIONS)}")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 def _stderr_is_terminal() -> bool:
     try:
@@ -240,7 +216,7 @@ class Trainer:
         players = model.players()
         self.player_names = list(players) if players else ["model"]
         self.multi = players is not None
-        self.precision = resolve_precision(cfg.precision)
+        self.precision = _precision.resolve_precision(cfg.precision)
         if accelerator is None:
             from accelerate.state import AcceleratorState, PartialState
 
@@ -255,7 +231,7 @@ class Trainer:
                 kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=self.multi)],
             )
         self.acc = accelerator
-        if self.precision == "bf16" and self.acc.device.type == "cpu" and not cpu_has_fast_bf16():
+        if self.precision == "bf16" and self.acc.device.type == "cpu" and not _precision.cpu_has_fast_bf16():
             warnings.warn("train.precision=bf16 on a CPU without fast bfloat16 (no AVX-512/AMX): autocast is emulated and "
                           "several times slower than fp32 here; set train.precision=auto or fp32", stacklevel=2)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes

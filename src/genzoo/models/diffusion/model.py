@@ -49,7 +49,7 @@ import math
 import torch
 from torch import nn
 
-from ...config import PRECISIONS  # fp32 | bf16 | auto, as train.precision
+from ...core.precision import PRECISIONS, resolve_precision  # fp32 | bf16 | auto, as train.precision
 from ...errors import ConfigError, DataError, did_you_mean
 from ...nn.time_mlp import TimeMLP
 from ...nn.unet import TIME_EMBEDDINGS, UNet
@@ -99,12 +99,10 @@ class _Autocast(nn.Module):
 def with_precision(net: nn.Module, precision: str) -> nn.Module:
     """``net`` itself ("fp32") or wrapped to run under bfloat16 autocast ("bf16"); "auto" is bf16 where it is fast
     on the network's device (CUDA with bf16, a CPU with AVX-512/AMX) and fp32 elsewhere, as ``train.precision=auto``
-    (train/trainer.resolve_precision). A ConfigError names any other value."""
+    (core/precision.resolve_precision). A ConfigError names any other value."""
     if precision not in PRECISIONS:
         raise ConfigError(f"bad precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     if precision == "auto":
-        from ...train.trainer import resolve_precision
-
         param = next(net.parameters(), None)
         precision = resolve_precision("auto", "cpu" if param is None else param.device.type)
     return _Autocast(net) if precision == "bf16" else net

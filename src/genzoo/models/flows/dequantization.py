@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...nn.likelihoods import randn
-from .base import Chain, StandardNormal, sum_except_batch
+from .interface import Chain, StandardNormal, sum_except_batch
 from .nets import MLP, ConvNet, ZeroConv2d, ZeroLinear
 from .transforms import ConditionalAffine, Coupling, alternating_mask, checkerboard_mask
 

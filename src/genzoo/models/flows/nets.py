@@ -16,37 +16,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...nn.blocks import ZeroConv2d, ZeroLinear  # noqa: F401  (zero-initialised layers, shared: re-exported here)
+
 
 def _cat(x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
     return x if cond is None else torch.cat([x, cond], dim=1)
-
-
-class ZeroLinear(nn.Linear):
-    """A linear layer initialised to output zeros."""
-
-    def __init__(self, in_features: int, out_features: int):
-        super().__init__(in_features, out_features)
-        nn.init.zeros_(self.weight)
-        nn.init.zeros_(self.bias)
-
-
-class ZeroConv2d(nn.Module):
-    """Glow's ``Conv2dZeros``: y = (W * x + b) * exp(logscale_factor * s), W, b, s initialised to 0.
-
-    ``logscale_factor=0`` drops the learned output scale: a plain zero-initialised conv.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, logscale_factor: float = 3.0):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
-        nn.init.zeros_(self.conv.weight)
-        nn.init.zeros_(self.conv.bias)
-        self.logscale_factor = float(logscale_factor)
-        self.logs = nn.Parameter(torch.zeros(out_channels, 1, 1)) if self.logscale_factor else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        return y if self.logs is None else y * torch.exp(self.logs * self.logscale_factor)
 
 
 class MLP(nn.Module):

@@ -48,8 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
-from .base import Transform, sum_except_batch
-from .nets import ZeroConv2d
+from ...nn.blocks import ZeroConv2d
+from .interface import Transform, sum_except_batch
 
 COUPLING_KINDS = ("affine", "additive")
 SCALES = ("exp", "tanh", "sigmoid")
