@@ -94,4 +94,5 @@ def test_pfgm_and_tarflow_keep_their_option_rules():
         t.sample(2, guidance=-1.0)
     with torch.no_grad():
         x = torch.zeros(2, 4)
-        assert torch.equal(t.log_prob(x, noise=False), t.log_prob(x, noise=False))
+        assert torch.equal(t.log_prob(x, noise=False), t.log_density(x))  # noise=False: the exact density at x
+        assert not torch.equal(t.log_prob(x, generator=torch.Generator().manual_seed(0)), t.log_density(x))

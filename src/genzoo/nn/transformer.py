@@ -130,6 +130,15 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def _check_choices(**values) -> None:
+    """ValueError naming the first switch whose value is not one of its choices (pos, attention, ...)."""
+    choices = {"pos": POSITIONS, "attention": ATTENTIONS, "norm": NORMS, "rope_pairing": PAIRINGS, "mixer": MIXERS,
+               "mlp_linear": LINEARS}
+    for name, value in values.items():
+        if value not in choices[name]:
+            raise ValueError(f"unknown Transformer {name} {value!r}; valid: {', '.join(choices[name])}")
+
+
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
     """The Transformer's switches that a model leaves to its user, written in a config as one nested
@@ -157,10 +166,8 @@ class TransformerConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        for name, valid in (("pos", POSITIONS), ("attention", ATTENTIONS), ("norm", NORMS), ("rope_pairing", PAIRINGS),
-                            ("mixer", MIXERS), ("mlp_linear", LINEARS)):
-            if getattr(self, name) not in valid:
-                raise ValueError(f"unknown Transformer {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
+        _check_choices(pos=self.pos, attention=self.attention, norm=self.norm, rope_pairing=self.rope_pairing,
+                       mixer=self.mixer, mlp_linear=self.mlp_linear)
         for name in ("dim", "depth", "heads"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"Transformer {name} must be >= 1, got {getattr(self, name)}")
@@ -248,11 +255,8 @@ class Transformer(nn.Module):
                  ssm_state: int = 0, mlp_linear: str = "dense", norm: str = "layernorm", mlp_ratio: float = 4.0,
                  dropout: float = 0.0, num_classes: int = 0, grid_repeat: int = 1):
         super().__init__()
-        for name, value, valid in (("pos", pos, POSITIONS), ("attention", attention, ATTENTIONS), ("norm", norm, NORMS),
-                                   ("rope_pairing", rope_pairing, PAIRINGS), ("mixer", mixer, MIXERS),
-                                   ("mlp_linear", mlp_linear, LINEARS)):
-            if value not in valid:
-                raise ValueError(f"unknown Transformer {name} {value!r}; valid: {', '.join(valid)}")
+        _check_choices(pos=pos, attention=attention, norm=norm, rope_pairing=rope_pairing, mixer=mixer,
+                       mlp_linear=mlp_linear)
         if (vocab_size is None) == (in_dim is None):
             raise ValueError("give exactly one of vocab_size (token inputs) and in_dim (vector inputs)")
         if rope_learnable is not None and pos != "rope-general":
