@@ -30,7 +30,7 @@ RECIPES = ["vae", "nvae", "made", "pixelcnn", "image_transformer", "charlm", "re
            "flow_matching", "edm", "shortcut", "discrete_diffusion", "pfgm", "gan", "wgan_gp", "bigan", "vqvae", "vqgan"]
 # the same families on colour images (CIFAR-10): the recipe with the data swapped and the shape taken from it
 COLOUR = {"vae_conv_mnist": ["model.decoder=logistic"], "realnvp": [], "glow": [],
-          "ddpm": ["model.attn_resolutions=[16]"], "flow_matching": ["model.attn_resolutions=[16]"], "gan": [], "vqvae": [],
+          "ddpm": ["model.denoiser.attn_resolutions=[16]"], "flow_matching": ["model.denoiser.attn_resolutions=[16]"], "gan": [], "vqvae": [],
           "pixelcnn_mnist_grey": ["model.channels=null", "model.head_channels=null"],   # the defaults, fitted to 3 colours
           "image_transformer": ["model.levels=256"]}
 

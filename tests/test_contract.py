@@ -42,7 +42,7 @@ TINY_TRAIN = ["train.steps=3", "train.batch_size=4", "train.log_every=1", "train
               "train.keep_best=false", "train.progress=false", "train.init_from="]
 
 # one recipe per family, and every model the redesign touches
-GOLDEN_RECIPES = ["vae", "nvae", "nade", "charlm", "realnvp", "tarflow", "ddpm", "shortcut", "gan", "wgan", "vqvae",
+GOLDEN_RECIPES = ["vae", "nvae", "nade", "charlm", "realnvp", "tarflow", "ddpm", "shortcut", "pfgm", "image_transformer", "gan", "wgan", "vqvae",
                   "vq_prior"]
 
 

@@ -317,7 +317,7 @@ def test_the_prior_receives_a_built_tokenizer(tokenizer_run):
     from genzoo.train.run import load_run
 
     tok, _, spec = load_run(tokenizer_run)
-    prior = VQPrior(tok, dim=16, depth=1, heads=2)
+    prior = VQPrior(tok, transformer={"dim": 16, "depth": 1, "heads": 2})
     assert prior.tokenizer is tok and prior.tokenizer_spec is None  # built in Python: no data spec to compare
     assert prior.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, *tok.shape)
     loaded = genzoo.build("vq_prior", tokenizer=str(tokenizer_run), dim=16, depth=1, heads=2)

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
-from ..nn.transformer import POSITIONS, Transformer
+from ..nn.transformer import TransformerConfig
 from ..registry import register
 from .base import GenerativeModel
 from .data_needs import DataNeeds, Opt
@@ -55,29 +55,36 @@ class ImageTransformer(GenerativeModel):
     likelihood = "exact"
     discrete_likelihood = True
 
-    def __init__(self, shape=(1, 28, 28), levels: int = 2, dim: int = 64, depth: int = 4, heads: int = 4,
-                 pos: str = "rope2d", rope_pairing: str = "interleaved", mlp_ratio: float = 4.0, dropout: float = 0.0,
+    #: the Transformer's settings are one nested section, ``model.transformer: {dim: 64, pos: rope2d, ...}``
+    #: (:class:`~genzoo.nn.transformer.TransformerConfig`; the flat ``model.dim=...`` of earlier configs still works)
+    network_specs = {"transformer": TransformerConfig}
+
+    def __init__(self, shape=(1, 28, 28), levels: int = 2,
+                 transformer: TransformerConfig | dict = TransformerConfig(dim=64, pos="rope2d"),
                  value_range=(-1.0, 1.0)):
-        """shape (C, H, W) (C = 3: colour, sub-pixel order); levels: 2 (binary {0, 1} pixels) or 256 (levels of un-dequantised
-        data in ``value_range``); dim/depth/heads/mlp_ratio/dropout: the Transformer; pos: any
-        position kind of :class:`~genzoo.nn.transformer.Transformer` (rope2d default)."""
+        """shape (C, H, W) (C = 3: colour, sub-pixel order); levels: 2 (binary {0, 1} pixels) or 256 (levels of
+        un-dequantised data in ``value_range``); transformer: the network's settings
+        (:class:`~genzoo.nn.transformer.TransformerConfig`: dim, depth, heads, pos, mlp_ratio, dropout, ...;
+        here dim 64 and pos rope2d by default; any position kind but rope-tie). The vocabulary, the causal
+        mask, the length and the pixel grid come from the data."""
         super().__init__()
         shape = tuple(int(s) for s in shape)
         if len(shape) != 3 or shape[0] < 1:
             raise ConfigError(f"image_transformer models images (C, H, W), got shape {shape}")
         if levels not in (2, 256):
             raise ConfigError(f"image_transformer levels must be 2 (binary) or 256 (grey levels), got {levels}")
-        if pos not in POSITIONS:
-            raise ConfigError(f"unknown pos {pos!r}; valid: {', '.join(POSITIONS)}")
-        if pos == "rope-tie":
+        try:
+            t = TransformerConfig.of(transformer)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"image_transformer: {e}") from e
+        if t.pos == "rope-tie":
             raise ConfigError("pos='rope-tie' is for sequences that mix text and image patches; use rope2d (or rope) here")
         self.shape, self.levels, self.value_range = shape, levels, tuple(float(v) for v in value_range)
         self.C = shape[0]
         self.D = shape[0] * shape[1] * shape[2]
         try:
-            self.net = Transformer(dim, depth, heads, vocab_size=levels + 1, out_dim=levels, causal=True, max_len=self.D,
-                                   pos=pos, rope_pairing=rope_pairing, grid=(shape[1], shape[2]), mlp_ratio=mlp_ratio,
-                                   dropout=dropout, grid_repeat=self.C)
+            self.net = t.build(vocab_size=levels + 1, out_dim=levels, causal=True, max_len=self.D,
+                               grid=(shape[1], shape[2]), grid_repeat=self.C)
         except ValueError as e:
             raise ConfigError(str(e)) from e
         self.bos = levels

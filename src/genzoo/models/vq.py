@@ -53,7 +53,7 @@ from torch import nn
 
 from ..errors import ConfigError, DataError
 from ..nn.quantize import FSQ, FSQ_LEVELS, GRADIENTS, UPDATES, VectorQuantizer, codebook_stats
-from ..nn.transformer import POSITIONS, Transformer
+from ..nn.transformer import TransformerConfig
 from ..registry import register
 from .base import GenerativeModel, TrainContext
 from .data_needs import DataNeeds, Opt
@@ -372,7 +372,9 @@ class VQPrior(GenerativeModel):
             weights). In a config or ``genzoo.build`` it is the tokenizer's run folder, whose newest
             checkpoint (EMA weights when kept) is loaded (``run_folder_args``).
         vocab_size: 0 = the tokenizer's codebook size; any other value must equal it.
-        dim, depth, heads, pos, mlp_ratio, dropout: the Transformer (pos "rope2d" over the code grid).
+        transformer: the Transformer's settings, one section ``model.transformer: {dim: 128, depth: 4, ...}``
+            (:class:`~genzoo.nn.transformer.TransformerConfig`; pos "rope2d" over the code grid by default,
+            any position kind but rope-tie; the flat ``model.dim=...`` still works).
 
     ``sample`` options: temperature (default 1), top_k (0 = all codes), use_cache, progress.
     ``log_prob_codes(x)``: exact log p(codes of x) in nats per image (a likelihood of the codes, not of x).
@@ -384,8 +386,12 @@ class VQPrior(GenerativeModel):
     #: VQVAE) and pass the built model, its DataSpec as ``.data_spec``
     run_folder_args = {"tokenizer": (VQVAE, "a tokenizer: give the run folder of a vqvae or vqgan")}
 
-    def __init__(self, tokenizer: VQVAE | None = None, vocab_size: int = 0, dim: int = 128, depth: int = 4,
-                 heads: int = 4, pos: str = "rope2d", mlp_ratio: float = 4.0, dropout: float = 0.0):
+    #: the Transformer's settings are one nested section, ``model.transformer: {dim: 128, pos: rope2d, ...}``
+    #: (:class:`~genzoo.nn.transformer.TransformerConfig`; the flat ``model.dim=...`` of earlier configs still works)
+    network_specs = {"transformer": TransformerConfig}
+
+    def __init__(self, tokenizer: VQVAE | None = None, vocab_size: int = 0,
+                 transformer: TransformerConfig | dict = TransformerConfig(pos="rope2d")):
         super().__init__()
         if tokenizer is None or (isinstance(tokenizer, (str, Path)) and not str(tokenizer)):
             raise ConfigError("vq_prior needs model.tokenizer=RUN_DIR, the run folder of a trained vqvae or vqgan "
@@ -395,9 +401,11 @@ class VQPrior(GenerativeModel):
                               "and genzoo train load it from the run folder")
         if not isinstance(tokenizer, VQVAE):
             raise ConfigError(f"VQPrior's tokenizer must be a VQVAE or VQGAN, got {type(tokenizer).__name__}")
-        if pos not in POSITIONS:
-            raise ConfigError(f"unknown pos {pos!r}; valid: {', '.join(POSITIONS)}")
-        if pos == "rope-tie":
+        try:
+            t = TransformerConfig.of(transformer)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"vq_prior: {e}") from e
+        if t.pos == "rope-tie":
             raise ConfigError("pos='rope-tie' is for sequences that mix text and image patches; use rope2d (or rope) here")
         tok, spec = tokenizer, getattr(tokenizer, "data_spec", None)
         K = int(tok.codebook_size)
@@ -409,8 +417,7 @@ class VQPrior(GenerativeModel):
         self.shape, self.grid, self.K = tok.shape, tok.grid, K
         self.L = self.grid[0] * self.grid[1]
         try:
-            self.net = Transformer(dim, depth, heads, vocab_size=K + 1, out_dim=K, causal=True, max_len=self.L, pos=pos,
-                                   grid=self.grid, mlp_ratio=mlp_ratio, dropout=dropout)
+            self.net = t.build(vocab_size=K + 1, out_dim=K, causal=True, max_len=self.L, grid=self.grid)
         except ValueError as e:
             raise ConfigError(str(e)) from e
         self.bos = K

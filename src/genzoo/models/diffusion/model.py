@@ -51,8 +51,8 @@ from torch import nn
 
 from ...core.precision import PRECISIONS, resolve_precision  # fp32 | bf16 | auto, as train.precision
 from ...errors import ConfigError, DataError, did_you_mean
-from ...nn.time_mlp import TimeMLP
-from ...nn.unet import TIME_EMBEDDINGS, UNet
+from ...nn.denoiser import DenoiserConfig
+from ...nn.unet import UNet
 from ...registry import register
 from ..base import GenerativeModel, resolve_labels
 from ..data_needs import IMAGE_OR_VECTOR, DataNeeds, Opt
@@ -62,7 +62,6 @@ from .precond import PARAMS, denoise
 from .process import GRID_KINDS, PROCESSES, make_process, time_grid
 from .samplers import SAMPLERS, run_sampler, sampler_options
 
-NETS = ("unet", "mlp")
 #: default time grid per process when ``grid="auto"``
 DEFAULT_GRID = {"edm": "karras", "vp": "uniform", "vp-cosine": "uniform", "ve": "uniform", "flow": "uniform"}
 #: alias accepted for the adaptive probability-flow ODE sampler
@@ -139,15 +138,15 @@ class Diffusion(GenerativeModel):
             {"t_dist": "logit_normal"} (flow). None = the paper's defaults.
         param: network output "eps" | "x0" | "v" | "velocity" | "edm" (see :mod:`.precond`).
         loss: "simple" (DDPM) | "edm" (EDM weighting) | "cfm" (flow matching).
-        net: "unet" (images, :class:`~genzoo.nn.unet.UNet`) or "mlp" (any shape, flattened,
-            :class:`~genzoo.nn.time_mlp.TimeMLP`).
-        channels, channel_mult, num_res_blocks, attn_resolutions: UNet sizes (the default is
-            ~1.2 M parameters for 28x28 MNIST).
-        hidden, depth: TimeMLP width and number of residual blocks.
-        dropout: dropout rate of the network's residual blocks.
-        time_embedding: "sinusoidal" (noise labels of order 1..1000: vp, flow, and edm's
-            ln(sigma)/4 works too) or "fourier" (random Fourier features, scale 16; labels of
-            order 1: param="edm", VE).
+        denoiser: the network's settings, one section ``model.denoiser: {net: unet, channels: 32, ...}``
+            (:class:`~genzoo.nn.denoiser.DenoiserConfig`; a dict of some fields, the rest default; the
+            flat ``model.channels=...`` of configs written before the section still works): net "unet"
+            (images, :class:`~genzoo.nn.unet.UNet`; the default is ~1.2 M parameters for 28x28 MNIST),
+            "mlp" (any shape, flattened, :class:`~genzoo.nn.time_mlp.TimeMLP`) or "auto" (the UNet for
+            images, else the MLP); channels, channel_mult, num_res_blocks, attn_resolutions (the UNet's
+            sizes); hidden, depth (the MLP's); dropout; time_embedding "sinusoidal" (noise labels of
+            order 1..1000: vp, flow, and edm's ln(sigma)/4 works too) or "fourier" (random Fourier
+            features, scale 16; labels of order 1: param="edm", VE).
         num_classes: 0 = unconditional; K > 0: class-conditional on labels 0..K-1, with the
             null label K for classifier-free guidance (then ``loss`` takes (x, y) batches).
         label_dropout: probability of replacing a training label by the null label (0.1
@@ -169,6 +168,8 @@ class Diffusion(GenerativeModel):
 
     likelihood = "exact"
     discrete_likelihood = False
+    #: the network's settings are one nested section, ``model.denoiser: {net: unet, channels: 32, ...}``
+    network_specs = {"denoiser": DenoiserConfig}
     #: the samplers' own options (eta, S_churn, rtol, ...) that ``sample``'s ``**sampler_opts`` forwards;
     #: ``sample_options`` is ``sample``'s keywords followed by these
     sample_forwarded_options = _SAMPLER_SPECIFIC
@@ -187,15 +188,7 @@ class Diffusion(GenerativeModel):
         process_args: dict | None = None,
         param: str = "edm",
         loss: str = "edm",
-        net: str = "unet",
-        channels: int = 32,
-        channel_mult: tuple = (1, 2, 2),
-        num_res_blocks: int = 1,
-        attn_resolutions: tuple = (7,),
-        hidden: int = 256,
-        depth: int = 3,
-        dropout: float = 0.0,
-        time_embedding: str = "sinusoidal",
+        denoiser: DenoiserConfig | dict | None = None,
         num_classes: int = 0,
         label_dropout: float = 0.1,
         sampler: str = "heun",
@@ -215,8 +208,12 @@ class Diffusion(GenerativeModel):
         shape = tuple(int(s) for s in shape)
         if not shape or any(s <= 0 for s in shape):
             raise ConfigError(f"Diffusion shape must be a non-empty tuple of positive ints, got {shape}")
-        for what, val, valid in (("param", param, PARAMS), ("loss", loss, LOSSES), ("net", net, NETS),
-                                 ("time_embedding", time_embedding, TIME_EMBEDDINGS)):
+        try:
+            spec = DenoiserConfig.of(denoiser)
+            net = spec.net_for(shape)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"Diffusion: {e}") from e
+        for what, val, valid in (("param", param, PARAMS), ("loss", loss, LOSSES)):
             if val not in valid:
                 raise ConfigError(f"unknown Diffusion {what} {val!r}{did_you_mean(val, valid)}; valid: {', '.join(valid)}")
         if process not in PROCESSES:
@@ -225,8 +222,6 @@ class Diffusion(GenerativeModel):
         if process_args is not None and not isinstance(process_args, dict):
             raise ConfigError("process_args must be a mapping of the process's keywords, e.g. {discrete: false}; "
                               f"got {process_args!r}")
-        if net == "unet" and len(shape) != 3:
-            raise ConfigError(f"net='unet' needs image data (C, H, W), got shape {shape}; use model.net=mlp for vectors")
         if int(num_classes) < 0:
             raise ConfigError(f"num_classes must be >= 0, got {num_classes}")
         if not 0.0 <= float(label_dropout) < 1.0:
@@ -239,6 +234,8 @@ class Diffusion(GenerativeModel):
         self.process_args = dict(process_args or {})
         self.process = make_process(process, **self.process_args)
         self.param, self.loss_name, self.net_name = param, loss, net
+        #: the network's settings (``model.denoiser``; not ``self.denoiser``, which is the D(x, t) of the samplers)
+        self.denoiser_spec = spec
         s_T = float(self.process.s(torch.tensor(float(self.process.t_max), dtype=torch.float64)))
         if param in ("eps", "edm") and s_T == 0.0:
             raise ConfigError(
@@ -263,15 +260,12 @@ class Diffusion(GenerativeModel):
         try:
             if net == "unet":
                 C, H, W = shape
-                self.net = UNet(in_channels=C, channels=channels, channel_mult=channel_mult,
-                                num_res_blocks=num_res_blocks, attn_resolutions=attn_resolutions, image_size=(H, W),
-                                dropout=dropout, num_classes=self.num_classes, time_embedding=time_embedding)
+                self.net = spec.unet(C, (H, W), num_classes=self.num_classes)
             else:
-                mlp = TimeMLP(math.prod(shape), hidden=hidden, depth=depth, num_classes=self.num_classes,
-                              time_embedding=time_embedding, dropout=dropout)
+                mlp = spec.mlp(math.prod(shape), num_classes=self.num_classes)
                 self.net = mlp if len(shape) == 1 else _FlatNet(mlp)
         except ValueError as e:
-            raise ConfigError(f"cannot build the Diffusion network: {e}") from e
+            raise ConfigError(f"cannot build the Diffusion network: {e}".replace("model.attn_", "model.denoiser.attn_")) from e
 
     # -- data compatibility -----------------------------------------------------------------
     #: continuous images or vectors (Gaussian diffusion: token, binary and integer-level data are

@@ -108,15 +108,13 @@ import math
 import torch
 
 from ...errors import ConfigError, DataError, did_you_mean
-from ...nn.time_mlp import TimeMLP
-from ...nn.unet import TIME_EMBEDDINGS, UNet
+from ...nn.denoiser import DenoiserConfig
 from ...registry import register
 from ..base import GenerativeModel
 from ..data_needs import IMAGE_OR_VECTOR, DataNeeds, Opt
 from .model import _on_device
 
 SAMPLERS = ("euler", "heun", "rk45")
-NETS = ("auto", "unet", "mlp")
 #: guard of 1 / v_z in the ODE (v_z must be negative: the field points down towards the data)
 VZ_GUARD = 1e-5
 
@@ -270,10 +268,12 @@ class PFGM(GenerativeModel):
 
     Args:
         shape: per-example data shape, (C, H, W) images or (D,) vectors (taken from the data).
-        net: "auto" (UNet for images, MLP for vectors) | "unet" | "mlp".
-        channels, channel_mult, num_res_blocks, attn_resolutions: UNet sizes.
-        hidden, depth: TimeMLP width and number of residual blocks.
-        dropout, time_embedding: of the network (noise label log z).
+        denoiser: the network's settings, one section ``model.denoiser: {net: auto, channels: 32, ...}``
+            (:class:`~genzoo.nn.denoiser.DenoiserConfig`, as the diffusion models'; the flat
+            ``model.channels=...`` still works): net "auto" (here the default: the UNet for images,
+            the MLP for vectors) | "unet" | "mlp"; the UNet's and the MLP's sizes, dropout and the
+            embedding of the noise label log z. The network outputs N + 1 values (the field's z
+            component too).
         input_scaling: feed x~ / sqrt(1 + ||x~||^2 / N) to the network (genzoo; False = raw x).
         sigma, tau, M, restrict_m: the perturbation (Algorithm 1; restrict_m = 1 turns the
             appendix B.1.1 restriction off).
@@ -287,10 +287,11 @@ class PFGM(GenerativeModel):
     """
 
     likelihood = "none"
+    #: the network's settings are one nested section, ``model.denoiser: {net: auto, channels: 32, ...}``
+    network_specs = {"denoiser": DenoiserConfig}
 
-    def __init__(self, shape: tuple = (1, 28, 28), net: str = "auto", channels: int = 32, channel_mult: tuple = (1, 2, 2),
-                 num_res_blocks: int = 1, attn_resolutions: tuple = (7,), hidden: int = 256, depth: int = 3,
-                 dropout: float = 0.0, time_embedding: str = "sinusoidal", input_scaling: bool = True,
+    def __init__(self, shape: tuple = (1, 28, 28), denoiser: DenoiserConfig | dict = DenoiserConfig(net="auto"),
+                 input_scaling: bool = True,
                  sigma: float = 0.01, tau: float = 0.03, M: int = 299, restrict_m: float = 0.7, gamma: float = 5.0,
                  small_batch_size: int = 0, z_max: float = 55.0, upper_norm: float = 1930.0, z_min: float = 1e-3,
                  z_exp: float = 1.0, sampler: str = "heun", steps: int = 100, data_range: tuple = (-1.0, 1.0)):
@@ -298,14 +299,11 @@ class PFGM(GenerativeModel):
         shape = tuple(int(s) for s in shape)
         if not shape or any(s <= 0 for s in shape):
             raise ConfigError(f"PFGM shape must be a non-empty tuple of positive ints, got {shape}")
-        if net not in NETS:
-            raise ConfigError(f"unknown PFGM net {net!r}{did_you_mean(net, NETS)}; valid: {', '.join(NETS)}")
-        if net == "auto":
-            net = "unet" if len(shape) == 3 else "mlp"
-        if net == "unet" and len(shape) != 3:
-            raise ConfigError(f"net='unet' needs image data (C, H, W), got shape {shape}; use model.net=mlp for vectors")
-        if time_embedding not in TIME_EMBEDDINGS:
-            raise ConfigError(f"unknown time_embedding {time_embedding!r}; valid: {', '.join(TIME_EMBEDDINGS)}")
+        try:
+            spec = DenoiserConfig.of(denoiser, net="auto")
+            net = spec.net_for(shape)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"PFGM: {e}") from e
         for name, val in (("sigma", sigma), ("tau", tau), ("M", M), ("z_max", z_max), ("upper_norm", upper_norm)):
             if not float(val) > 0:
                 raise ConfigError(f"PFGM {name} must be > 0, got {val}")
@@ -321,6 +319,7 @@ class PFGM(GenerativeModel):
         self.shape = shape
         self.N = math.prod(shape)
         self.net_name = net
+        self.denoiser_spec = spec
         self.input_scaling = bool(input_scaling)
         self.sigma, self.tau, self.M, self.restrict_m = float(sigma), float(tau), int(M), float(restrict_m)
         self.gamma = float(gamma)
@@ -334,14 +333,11 @@ class PFGM(GenerativeModel):
         try:
             if net == "unet":
                 C, H, W = shape
-                self.net = UNet(in_channels=C, out_channels=C + 1, channels=channels, channel_mult=channel_mult,
-                                num_res_blocks=num_res_blocks, attn_resolutions=attn_resolutions, image_size=(H, W),
-                                dropout=dropout, time_embedding=time_embedding)
+                self.net = spec.unet(C, (H, W), out_channels=C + 1)
             else:
-                self.net = TimeMLP(self.N + 1, out_dim=self.N + 1, hidden=hidden, depth=depth,
-                                   time_embedding=time_embedding, dropout=dropout)
+                self.net = spec.mlp(self.N + 1, out_dim=self.N + 1)
         except ValueError as e:
-            raise ConfigError(f"cannot build the PFGM network: {e}") from e
+            raise ConfigError(f"cannot build the PFGM network: {e}".replace("model.attn_", "model.denoiser.attn_")) from e
 
     # -- data compatibility -----------------------------------------------------------------
     #: continuous images or vectors (no tokens, binary or integer levels); images in data_range

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError
+from ...nn.denoiser import DenoiserConfig
 from ...registry import register
 from ..base import TrainContext
 from .model import Diffusion, _on_device, with_precision
@@ -56,18 +57,15 @@ class Shortcut(Diffusion):
     retired_options = {"target_ema_decay": "the self-consistency targets use the trainer's EMA (train.ema_decay, "
                                            "0.999 in the recipe); target_ema_decay=0 is now model.bootstrap_ema=false"}
 
-    def __init__(self, shape: tuple = (1, 28, 28), net: str = "unet", channels: int = 32, channel_mult: tuple = (1, 2, 2),
-                 num_res_blocks: int = 1, attn_resolutions: tuple = (7,), hidden: int = 256, depth: int = 3,
-                 dropout: float = 0.0, time_embedding: str = "sinusoidal", steps: int = 1, bootstrap_every: int = 8,
-                 bootstrap_ema: bool = True, data_range: tuple = (-1.0, 1.0)):
-        """The network arguments are :class:`~.model.Diffusion`'s; steps: default sampling steps;
+    def __init__(self, shape: tuple = (1, 28, 28), denoiser: DenoiserConfig | dict | None = None, steps: int = 1,
+                 bootstrap_every: int = 8, bootstrap_ema: bool = True, data_range: tuple = (-1.0, 1.0)):
+        """denoiser: the network's settings, :class:`~.model.Diffusion`'s ``model.denoiser`` section (its
+        class slot carries the step size d); steps: default sampling steps;
         bootstrap_every: 1/k of each batch gets the self-consistency target (k = 8, the authors');
         bootstrap_ema: self-consistency targets from the trainer's EMA weights (True, the authors'),
         or from the current weights (False)."""
-        super().__init__(shape=shape, process="flow", param="velocity", loss="cfm", net=net, channels=channels,
-                         channel_mult=channel_mult, num_res_blocks=num_res_blocks, attn_resolutions=attn_resolutions,
-                         hidden=hidden, depth=depth, dropout=dropout, time_embedding=time_embedding, num_classes=LEVELS,
-                         label_dropout=0.0, sampler="euler", steps=1, data_range=data_range)
+        super().__init__(shape=shape, process="flow", param="velocity", loss="cfm", denoiser=denoiser,
+                         num_classes=LEVELS, label_dropout=0.0, sampler="euler", steps=1, data_range=data_range)
         self.uses_labels = False  # the class slot carries d, not data labels
         self.num_classes = 0  # no class-conditional sampling / guidance
         self.default_steps = int(steps)
